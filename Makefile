@@ -1,0 +1,44 @@
+# LesionKG: `make demo` builds and queries a demo knowledge base; `make test` runs the tests.
+# Both set everything up on first use (a virtual environment in .venv, Neo4j from Maven Central).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Everything LesionKG keeps (the local Neo4j instance) lives inside this checkout.
+export LESIONKG_HOME ?= $(CURDIR)/.lesionkg
+
+.PHONY: setup demo test test-fast lint bench neo4j-start neo4j-stop clean
+
+setup: $(VENV)/.installed
+
+# --system-site-packages: torch is several GB; a machine that has it already installs it once.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+neo4j-start: setup
+	@if [ -z "$$NEO4J_URI" ]; then $(BIN)/lesionkg neo4j start; fi
+
+neo4j-stop: setup
+	$(BIN)/lesionkg neo4j stop
+
+demo: neo4j-start
+	$(BIN)/lesionkg demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not neo4j and not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup
+	$(BIN)/python bench/load_deeplesion.py
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

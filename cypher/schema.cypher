@@ -1,0 +1,28 @@
+// LesionKG graph schema. Applied before every write (`lesionkg db init` runs it alone).
+// Every statement is idempotent (IF NOT EXISTS), so applying it again changes nothing.
+
+CREATE CONSTRAINT patient_id_unique IF NOT EXISTS
+FOR (p:Patient) REQUIRE p.patient_id IS UNIQUE;
+
+CREATE CONSTRAINT study_id_unique IF NOT EXISTS
+FOR (s:Study) REQUIRE s.study_id IS UNIQUE;
+
+CREATE CONSTRAINT lesion_id_unique IF NOT EXISTS
+FOR (l:Lesion) REQUIRE l.lesion_id IS UNIQUE;
+
+CREATE CONSTRAINT lesion_type_code_unique IF NOT EXISTS
+FOR (t:LesionType) REQUIRE t.code IS UNIQUE;
+
+// lesions_by_type_and_size, type_distribution
+CREATE INDEX lesion_coarse_type IF NOT EXISTS FOR (l:Lesion) ON (l.coarse_type);
+
+// lesions_by_type_and_size, largest_lesions_per_patient (range scans on size)
+CREATE INDEX lesion_long_axis_mm IF NOT EXISTS FOR (l:Lesion) ON (l.long_axis_mm);
+
+// lookups by the DeepLesion key-slice name (evaluation pairs, image joins)
+CREATE INDEX lesion_file_name IF NOT EXISTS FOR (l:Lesion) ON (l.file_name);
+
+// per-patient scans that do not start from the Patient node (matching, tracks)
+CREATE INDEX lesion_patient_id IF NOT EXISTS FOR (l:Lesion) ON (l.patient_id);
+
+CREATE INDEX lesion_split IF NOT EXISTS FOR (l:Lesion) ON (l.split);

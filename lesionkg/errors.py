@@ -1,0 +1,67 @@
+"""The one error root of LesionKG.
+
+Every error a user can cause derives from :class:`LesionKGError`; the CLI prints its message as
+``Error: ...`` and exits 1. Messages name the file, line, column and what was expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class LesionKGError(Exception):
+    """Base class of every error LesionKG raises on purpose."""
+
+
+class ConfigurationError(LesionKGError):
+    """Settings or environment are incomplete or contradictory (missing password, bad URI...)."""
+
+
+class ServerError(LesionKGError):
+    """The local Neo4j server cannot be installed, started, reached or stopped."""
+
+
+class DatabaseError(LesionKGError):
+    """A Neo4j statement failed or the database is unreachable."""
+
+
+class QueryError(LesionKGError):
+    """A named query or an ad-hoc Cypher statement is unknown, malformed or given bad parameters."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One problem found in an input file.
+
+    ``line`` is the 1-based physical line where the record starts (the header is line 1 of a CSV);
+    ``column`` the column name, or ``None`` when the problem concerns the whole record or file.
+    """
+
+    source: str
+    line: int | None
+    column: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = self.source
+        if self.line is not None:
+            where += f", line {self.line}"
+        if self.column is not None:
+            where += f", column {self.column}"
+        return f"{where}: {self.reason}"
+
+
+class InvalidInputError(LesionKGError):
+    """An input file has problems; all of them are listed, not just the first."""
+
+    #: how many problems the message spells out; the rest are counted (all are in ``problems``)
+    shown = 20
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        lines = [str(p) for p in self.problems[: self.shown]]
+        more = len(self.problems) - len(lines)
+        if more > 0:
+            lines.append(f"... and {more} more problem(s)")
+        head = f"{len(self.problems)} problem(s) in the input; nothing was written"
+        super().__init__(head + ":\n  " + "\n  ".join(lines))

@@ -1,0 +1,177 @@
+"""The thin database layer: turns records into parameter rows and writes them with UNWIND batches.
+
+The caller owns the driver; every function takes ``driver`` and ``database``. Nothing here parses
+files or decides what is valid: that is the loaders' job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from neo4j import Driver, ManagedTransaction, RoutingControl
+from neo4j.exceptions import Neo4jError, ServiceUnavailable
+
+from lesionkg.errors import DatabaseError
+from lesionkg.records import COARSE_TYPES, LesionRecord
+from lesionkg.statements import schema_statements, statement
+
+NODE_LABELS = ("Patient", "Study", "Lesion")
+COUNTED_KINDS = (*NODE_LABELS, "LesionType", "HAS_STUDY", "HAS_LESION", "OF_TYPE")
+
+
+def open_driver(settings) -> Driver:
+    """A driver for ``settings`` whose connectivity has been checked (the caller closes it)."""
+    from neo4j import GraphDatabase
+
+    # Notifications off: the library's own statements legitimately name labels and relationship
+    # types that an empty database does not have yet, and warnings about that are noise.
+    driver = GraphDatabase.driver(
+        settings.uri, auth=settings.auth, notifications_min_severity="OFF"
+    )
+    try:
+        driver.verify_connectivity()
+    except (ServiceUnavailable, Neo4jError, OSError, ValueError) as exc:
+        driver.close()
+        raise DatabaseError(f"cannot reach Neo4j at {settings.uri}: {exc}") from exc
+    return driver
+
+
+def apply_schema(driver: Driver, database: str) -> None:
+    """Create the constraints, indexes and LesionType nodes if they do not exist yet."""
+    try:
+        for text in schema_statements():
+            driver.execute_query(text, database_=database)
+        rows = [{"code": code, "name": name} for code, name in COARSE_TYPES.items()]
+        driver.execute_query(statement("lesion_types"), rows=rows, database_=database)
+    except Neo4jError as exc:
+        raise DatabaseError(f"applying the schema failed: {exc}") from exc
+
+
+def reset(driver: Driver, database: str) -> None:
+    """Delete every node and relationship of ``database`` (constraints and indexes stay)."""
+    with driver.session(database=database) as session:
+        # CALL ... IN TRANSACTIONS needs an implicit (auto-commit) transaction.
+        session.run(statement("reset")).consume()
+
+
+def counts(driver: Driver, database: str) -> dict[str, int]:
+    """Number of nodes per label and relationships per type that LesionKG writes."""
+    records, _, _ = driver.execute_query(
+        statement("count_nodes"), database_=database, routing_=RoutingControl.READ
+    )
+    # A label or type never written yet yields no row at all, so start every kind at zero.
+    found = dict.fromkeys(COUNTED_KINDS, 0)
+    found.update({r["kind"]: r["n"] for r in records})
+    return found
+
+
+def lesion_props(
+    rec: LesionRecord, image_path: str | None = None, dataset: str = "DeepLesion"
+) -> dict[str, Any]:
+    """The Lesion node's properties (the public schema) for one record."""
+    props: dict[str, Any] = {
+        "lesion_id": rec.lesion_id,
+        "dataset": dataset,
+        "patient_id": rec.patient_id,
+        "study_id": rec.study_id,
+        "study_index": rec.study_index,
+        "series_id": rec.series_id,
+        "file_name": rec.file_name,
+        "key_slice": rec.key_slice,
+        "recist": list(rec.recist_px),
+        "bbox": list(rec.bbox_px),
+        "diameters_px": list(rec.diameters_px),
+        "long_axis_mm": rec.long_axis_mm,
+        "short_axis_mm": rec.short_axis_mm,
+        "location": list(rec.location),
+        "coarse_type": rec.coarse_type,
+        "coarse_type_name": rec.coarse_type_name,
+        "noisy": rec.noisy,
+        "split": rec.split,
+        "slice_range": list(rec.slice_range),
+        "spacing_mm": list(rec.spacing_mm),
+        "image_size": list(rec.image_size_px),
+        "window": list(rec.window_hu),
+    }
+    if image_path is not None:
+        props["image_path"] = image_path
+    return props
+
+
+@dataclass
+class WriteCounts:
+    """Nodes created per label by one or more batches (the rest of those written existed)."""
+
+    created: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NODE_LABELS, 0))
+    relationships_created: int = 0
+
+    def add(self, other: WriteCounts) -> None:
+        for label, n in other.created.items():
+            self.created[label] += n
+        self.relationships_created += other.relationships_created
+
+
+def _write_batch(
+    tx: ManagedTransaction, patients: list, studies: list, lesions: list
+) -> WriteCounts:
+    out = WriteCounts()
+    for label, name, rows in (
+        ("Patient", "upsert_patients", patients),
+        ("Study", "upsert_studies", studies),
+        ("Lesion", "upsert_lesions", lesions),
+    ):
+        summary = tx.run(statement(name), rows=rows).consume()
+        out.created[label] += summary.counters.nodes_created
+        out.relationships_created += summary.counters.relationships_created
+    return out
+
+
+def write_lesions(
+    driver: Driver,
+    database: str,
+    records: Sequence[LesionRecord],
+    image_paths: Sequence[str | None] | None = None,
+    *,
+    dataset: str = "DeepLesion",
+) -> WriteCounts:
+    """Upsert one batch of lesions with their patients and studies in ONE transaction.
+
+    Either the whole batch is in the graph or none of it; transient failures are retried by the
+    driver's managed transaction. ``image_paths`` (same length as ``records``) adds
+    ``image_path``; ``dataset`` labels the Patient and Lesion nodes (``synthetic`` for generated
+    data).
+    """
+    patients: dict[str, dict] = {}
+    studies: dict[str, dict] = {}
+    lesions = []
+    paths: Iterable[str | None] = image_paths if image_paths is not None else [None] * len(records)
+    for rec, path in zip(records, paths, strict=True):
+        patients.setdefault(
+            rec.patient_id, {"patient_id": rec.patient_id, "sex": rec.sex, "dataset": dataset}
+        )
+        studies.setdefault(
+            rec.study_id,
+            {
+                "study_id": rec.study_id,
+                "patient_id": rec.patient_id,
+                "study_index": rec.study_index,
+                "patient_age": rec.age_years,
+            },
+        )
+        lesions.append(
+            {
+                "lesion_id": rec.lesion_id,
+                "study_id": rec.study_id,
+                "coarse_type": rec.coarse_type,
+                "props": lesion_props(rec, path, dataset),
+            }
+        )
+    try:
+        with driver.session(database=database) as session:
+            return session.execute_write(
+                _write_batch, list(patients.values()), list(studies.values()), lesions
+            )
+    except Neo4jError as exc:
+        raise DatabaseError(f"writing a batch of {len(records)} lesions failed: {exc}") from exc

@@ -1,0 +1,269 @@
+"""End-to-end operations the CLI calls: load a DeepLesion CSV, build the demo knowledge base.
+
+Each function takes the caller's ``driver`` and ``database``; the CLI opens one driver per command.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from neo4j import Driver
+from tqdm import tqdm
+
+from lesionkg.errors import InvalidInputError, LesionKGError
+from lesionkg.graph import NODE_LABELS, WriteCounts, apply_schema, write_lesions
+from lesionkg.loaders.deeplesion import RejectedRow, parse_dl_info, write_rejects
+from lesionkg.loaders.images import find_key_slice
+from lesionkg.records import LesionRecord
+
+DEFAULT_BATCH = 5000
+
+
+@dataclass
+class LoadSummary:
+    """What one ``load deeplesion`` run did."""
+
+    source: str
+    dataset: str = "DeepLesion"
+    rows: int = 0
+    lesions_written: int = 0
+    rejected: int = 0
+    rejects_file: str | None = None
+    created: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NODE_LABELS, 0))
+    existing: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NODE_LABELS, 0))
+    images_found: int | None = None
+    images_missing: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def lesions_per_s(self) -> float:
+        return self.lesions_written / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "lesions_per_s": round(self.lesions_per_s, 1)}
+
+    def describe(self) -> str:
+        """A few lines for people: what was read, created, already there, rejected."""
+        lines = [
+            f"{self.source} ({self.dataset}): {self.rows} rows, {self.lesions_written} lesions "
+            f"written in {self.seconds:.1f} s ({self.lesions_per_s:,.0f} lesions/s)"
+        ]
+        for label in NODE_LABELS:
+            lines.append(
+                f"  {label:<8} created {self.created[label]:>8}   "
+                f"already present {self.existing[label]:>8}"
+            )
+        if self.images_found is not None:
+            lines.append(
+                f"  key-slice images found for {self.images_found} lesions, "
+                f"missing for {self.images_missing}"
+            )
+        if self.rejected:
+            lines.append(f"  {self.rejected} rows rejected; reasons in {self.rejects_file}")
+        return "\n".join(lines)
+
+
+def _bar(desc: str, total: int | None, progress: bool) -> tqdm:
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=" rows",
+        unit_scale=True,
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+
+
+def _batches(items: Iterator[LesionRecord], size: int) -> Iterator[list[LesionRecord]]:
+    batch: list[LesionRecord] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def load_deeplesion(
+    driver: Driver,
+    csv_path: str | Path,
+    *,
+    database: str = "neo4j",
+    images: str | Path | None = None,
+    skip_invalid: bool = False,
+    rejects_path: str | Path | None = None,
+    dataset: str | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    progress: bool = True,
+) -> LoadSummary:
+    """Load a DeepLesion ``DL_info.csv`` into the graph, streaming, in UNWIND batches.
+
+    Without ``skip_invalid`` the whole file is validated first and nothing is written if any row
+    is invalid (:class:`InvalidInputError` lists every problem). With it, valid rows are written
+    in one pass and the rejected ones go, with their reasons, to ``rejects_path`` (default
+    ``<csv name>.rejects.csv`` in the working directory). Loading the same file again changes
+    nothing: ids are derived from content and every write is a MERGE.
+    """
+    csv_path = Path(csv_path)
+    if batch_size < 1:
+        raise LesionKGError(f"batch size must be at least 1, got {batch_size}")
+    images_root = Path(images) if images is not None else None
+    if images_root is not None and not images_root.is_dir():
+        raise LesionKGError(f"--images {images_root}: not a directory")
+    summary = LoadSummary(source=str(csv_path), dataset=dataset or dataset_of(csv_path))
+    started = time.perf_counter()
+
+    total = None
+    if not skip_invalid:
+        total = _validate(csv_path, progress)
+
+    apply_schema(driver, database)
+    rejected: list[RejectedRow] = []
+    seen_patients: set[str] = set()
+    seen_studies: set[str] = set()
+    counts = WriteCounts()
+
+    def records() -> Iterator[LesionRecord]:
+        for item in parse_dl_info(csv_path):
+            summary.rows += 1
+            if isinstance(item, RejectedRow):
+                rejected.append(item)
+            else:
+                yield item
+
+    with _bar("loading", total, progress) as bar:
+        for batch in _batches(records(), batch_size):
+            paths = None
+            if images_root is not None:
+                found = [find_key_slice(images_root, r.file_name) for r in batch]
+                paths = [str(p.resolve()) if p else None for p in found]
+                hits = sum(p is not None for p in paths)
+                summary.images_found = (summary.images_found or 0) + hits
+                summary.images_missing = (summary.images_missing or 0) + len(batch) - hits
+            counts.add(write_lesions(driver, database, batch, paths, dataset=summary.dataset))
+            for rec in batch:
+                seen_patients.add(rec.patient_id)
+                seen_studies.add(rec.study_id)
+            summary.lesions_written += len(batch)
+            bar.update(len(batch))
+
+    summary.rejected = len(rejected)
+    if rejected:
+        out = Path(rejects_path) if rejects_path else Path.cwd() / f"{csv_path.stem}.rejects.csv"
+        write_rejects(out, rejected)
+        summary.rejects_file = str(out)
+    summary.created = dict(counts.created)
+    distinct = {
+        "Patient": len(seen_patients),
+        "Study": len(seen_studies),
+        "Lesion": summary.lesions_written,
+    }
+    summary.existing = {label: distinct[label] - counts.created[label] for label in NODE_LABELS}
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def dataset_of(csv_path: Path) -> str:
+    """'synthetic' when a SYNTHETIC metadata file sits beside the CSV, else 'DeepLesion'."""
+    meta = csv_path.with_suffix(".json")
+    if meta.is_file():
+        try:
+            if json.loads(meta.read_text()).get("synthetic") is True:
+                return "synthetic"
+        except (ValueError, AttributeError):
+            pass
+    return "DeepLesion"
+
+
+def _validate(csv_path: Path, progress: bool) -> int:
+    """Parse the whole file once; raise with every problem, else return the row count."""
+    problems = []
+    rows = 0
+    with _bar("validating", None, progress) as bar:
+        for item in parse_dl_info(csv_path):
+            rows += 1
+            if isinstance(item, RejectedRow):
+                problems.extend(item.problems)
+            if rows % 10000 == 0:
+                bar.update(10000)
+        bar.update(rows % 10000)
+    if problems:
+        raise InvalidInputError(problems)
+    return rows
+
+
+#: Demo patients are numbered from here so they never collide with real DeepLesion patient ids
+#: (DeepLesion has 4,427 patients, numbered from 1).
+DEMO_FIRST_PATIENT = 900001
+
+#: What the demo shows after loading: (title, query name, parameters).
+DEMO_QUERIES: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("Lesions per coarse type", "type_distribution", {}),
+    ("Studies with the most lesions", "studies_with_most_lesions", {"limit": "5"}),
+    ("Largest lesion of each patient", "largest_lesions_per_patient", {"limit": "5"}),
+    (
+        "Liver lesions of 30 mm or more",
+        "lesions_by_type_and_size",
+        {"coarse_type": "4", "min_mm": "30", "limit": "5"},
+    ),
+)
+
+
+def build_demo(
+    driver: Driver,
+    database: str,
+    *,
+    out_dir: str | Path = "demo-out",
+    data: str | Path | None = None,
+    patients: int = 60,
+    seed: int = 7,
+    progress: bool = True,
+) -> str:
+    """Build a demo knowledge base and return a text report of a few query results.
+
+    Without ``data`` a SYNTHETIC DeepLesion-format cohort is generated in ``out_dir`` (labelled
+    synthetic in its file names, its metadata file and on every node as ``dataset``).
+    """
+    from lesionkg.loaders.synthetic import write_synthetic_dl_info
+    from lesionkg.queries import format_result, run_named
+
+    lines = []
+    if data is None:
+        cohort = write_synthetic_dl_info(
+            out_dir, patients=patients, seed=seed, first_patient_index=DEMO_FIRST_PATIENT
+        )
+        data = cohort.csv_path
+        lines.append(
+            f"SYNTHETIC demo cohort (not real patients): {cohort.patients} patients, "
+            f"{cohort.studies} studies, {cohort.lesions} lesions in {data}"
+        )
+    summary = load_deeplesion(driver, data, database=database, progress=progress)
+    lines.append(summary.describe())
+    first = run_named(driver, database, "largest_lesions_per_patient", {"limit": "1"})
+    queries = list(DEMO_QUERIES)
+    if first.rows:
+        patient = str(first.rows[0][0])
+        queries.append(
+            (f"Timeline of patient {patient}", "patient_timeline", {"patient_id": patient})
+        )
+    for title, name, params in queries:
+        shown = " ".join(f"--param {k}={v}" for k, v in params.items())
+        lines += [
+            "",
+            f"== {title}  (lesionkg query {name} {shown})".rstrip() + " ==",
+            format_result(run_named(driver, database, name, params), "table"),
+        ]
+    lines += [
+        "",
+        'Explore further: lesionkg query --list; lesionkg cypher "MATCH ..."; '
+        "Neo4j Browser (see README).",
+    ]
+    return "\n".join(lines)

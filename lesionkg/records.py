@@ -1,0 +1,98 @@
+"""Typed records that loaders yield and the graph store writes.
+
+Records are frozen dataclasses with units in their field names: ``_px`` pixels of the key slice,
+``_mm`` millimetres, ``_hu`` Hounsfield units. They know nothing of files or Neo4j.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Literal
+
+#: DeepLesion's eight coarse lesion types (``Coarse_lesion_type``); -1 in the CSV means unlabelled.
+COARSE_TYPES: dict[int, str] = {
+    1: "bone",
+    2: "abdomen",
+    3: "mediastinum",
+    4: "liver",
+    5: "lung",
+    6: "kidney",
+    7: "soft tissue",
+    8: "pelvis",
+}
+
+Split = Literal["train", "val", "test"]
+#: DeepLesion's ``Train_Val_Test`` codes.
+SPLITS: dict[int, Split] = {1: "train", 2: "val", 3: "test"}
+
+Sex = Literal["M", "F"]
+
+
+def patient_id_of(patient_index: int) -> str:
+    """DeepLesion patient id as it appears in file names: ``000042``."""
+    return f"{patient_index:06d}"
+
+
+def study_id_of(patient_index: int, study_index: int) -> str:
+    """Study id: patient id and the patient's study number, ``000042_03``."""
+    return f"{patient_index:06d}_{study_index:02d}"
+
+
+def lesion_id_of(file_name: str, recist_px: tuple[float, ...]) -> str:
+    """Deterministic lesion id from the row's content, independent of row order.
+
+    A key slice (``file_name``) can hold several measured lesions, so the id hashes the slice name
+    together with the 8 RECIST coordinates written with 4 decimals (DeepLesion gives at most 6
+    significant digits; 1e-4 px is far below any real difference between two measurements):
+    ``"DL-" + sha256("000002_01_01_162.png|238.3140,261.2280,...")[:16]``. Two rows with the same
+    slice and coordinates are the same bookmark, i.e. a duplicate.
+    """
+    canonical = file_name + "|" + ",".join(f"{v:.4f}" for v in recist_px)
+    return "DL-" + hashlib.sha256(canonical.encode("ascii")).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class LesionRecord:
+    """One lesion bookmark: a RECIST measurement on one key slice of one series of one study.
+
+    Coordinates are pixels of the key slice (x right, y down, 0-based as in DeepLesion).
+    ``location`` is DeepLesion's normalised body position (x, y, z in [0, 1]).
+    """
+
+    lesion_id: str
+    patient_id: str
+    study_id: str
+    study_index: int
+    series_id: int
+    file_name: str
+    key_slice: int
+    #: long axis (x1, y1, x2, y2) then short axis (x1, y1, x2, y2), pixels
+    recist_px: tuple[float, float, float, float, float, float, float, float]
+    #: x1, y1, x2, y2, pixels
+    bbox_px: tuple[float, float, float, float]
+    #: long, short diameter, pixels, as given by the source
+    diameters_px: tuple[float, float]
+    long_axis_mm: float
+    short_axis_mm: float
+    location: tuple[float, float, float]
+    #: 1..8 (see COARSE_TYPES) or None when unlabelled
+    coarse_type: int | None
+    noisy: bool
+    #: first and last slice index of the sub-volume around the key slice
+    slice_range: tuple[int, int]
+    #: x, y pixel spacing and z slice interval, mm
+    spacing_mm: tuple[float, float, float]
+    #: rows, columns, pixels
+    image_size_px: tuple[int, int]
+    #: display window min, max, HU
+    window_hu: tuple[float, float]
+    sex: Sex | None
+    age_years: float | None
+    split: Split
+    #: 1-based line of the source file where the record starts (provenance, not stored in the graph)
+    source_line: int = 0
+
+    @property
+    def coarse_type_name(self) -> str | None:
+        return COARSE_TYPES.get(self.coarse_type) if self.coarse_type is not None else None

@@ -1,0 +1,172 @@
+"""The Cypher library: every statement lives in a ``.cypher`` file shipped in ``lesionkg.cypher``.
+
+- ``cypher/schema.cypher``: constraints and indexes, several statements separated by ``;``.
+- ``cypher/store/NAME.cypher``: the statements the library itself runs (writes, counts).
+- ``cypher/queries/NAME.cypher``: the user's named, read-only queries. Each starts with a header
+  of ``//`` comment lines::
+
+      // Description: A patient's studies in time order, each with its lesions.
+      // @param patient_id STRING  the patient id, e.g. 000002
+      // @param limit INTEGER = 10  at most this many rows
+      // Example: lesionkg query patient_timeline --param patient_id=000002
+
+Files are found relative to the installed package (``importlib.resources``), never the working
+directory.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from lesionkg.errors import QueryError
+
+_PARAM = re.compile(r"^//\s*@param\s+(\w+)\s+([A-Z<>]+)(?:\s*=\s*(\S+))?\s*(.*)$")
+_TYPES = ("STRING", "INTEGER", "FLOAT", "BOOLEAN", "LIST<FLOAT>", "LIST<STRING>", "LIST<INTEGER>")
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    type: str
+    default: Any
+    description: str
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+
+@dataclass(frozen=True, slots=True)
+class QuerySpec:
+    """A named query: its Cypher text and what its header declares."""
+
+    name: str
+    description: str
+    params: tuple[Param, ...]
+    example: str
+    text: str
+
+
+def _root():
+    return resources.files("lesionkg.cypher")
+
+
+@cache
+def statement(name: str) -> str:
+    """The text of ``cypher/store/NAME.cypher`` (one statement)."""
+    path = _root() / "store" / f"{name}.cypher"
+    if not path.is_file():
+        raise QueryError(f"no statement file store/{name}.cypher in the Cypher library")
+    return path.read_text(encoding="utf-8")
+
+
+def split_statements(text: str) -> list[str]:
+    """Split a script into statements on ``;`` at line ends; ``//`` comment lines are dropped."""
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
+    return [part.strip() for part in re.split(r";\s*(?:\n|$)", body) if part.strip()]
+
+
+@cache
+def schema_statements() -> tuple[str, ...]:
+    """The constraint and index statements of ``cypher/schema.cypher``, in file order."""
+    return tuple(split_statements((_root() / "schema.cypher").read_text(encoding="utf-8")))
+
+
+def convert_param(param: Param, raw: str) -> Any:
+    """Turn a ``--param key=value`` string into the declared Cypher type."""
+    try:
+        match param.type:
+            case "STRING":
+                return raw
+            case "INTEGER":
+                return int(raw)
+            case "FLOAT":
+                value = float(raw)
+                if not math.isfinite(value):
+                    raise ValueError
+                return value
+            case "BOOLEAN":
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return raw.lower() in ("true", "1", "yes")
+            case "LIST<FLOAT>":
+                return [float(v) for v in raw.split(",")]
+            case "LIST<INTEGER>":
+                return [int(v) for v in raw.split(",")]
+            case "LIST<STRING>":
+                return [v.strip() for v in raw.split(",")]
+    except ValueError:
+        pass
+    raise QueryError(f"parameter {param.name}: expected {param.type}, got {raw!r}")
+
+
+def _parse_header(name: str, text: str) -> QuerySpec:
+    description, example, params = "", "", []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped.startswith("//"):
+            if stripped:
+                break
+            continue
+        if m := _PARAM.match(stripped):
+            pname, ptype, default, desc = m.groups()
+            if ptype not in _TYPES:
+                raise QueryError(f"queries/{name}.cypher: @param {pname} has unknown type {ptype}")
+            spec = Param(pname, ptype, None, desc.strip())
+            if default is not None:
+                spec = Param(pname, ptype, convert_param(spec, default), desc.strip())
+            params.append(spec)
+        elif m := re.match(r"^//\s*Description:\s*(.*)$", stripped):
+            description = m.group(1).strip()
+        elif m := re.match(r"^//\s*Example:\s*(.*)$", stripped):
+            example = m.group(1).strip()
+        elif description and not example and not params:
+            description += " " + stripped.lstrip("/ ").strip()
+    if not description:
+        raise QueryError(f"queries/{name}.cypher: header has no '// Description:' line")
+    return QuerySpec(name, description, tuple(params), example, text)
+
+
+@cache
+def queries() -> dict[str, QuerySpec]:
+    """Every named query of ``cypher/queries/``, by name."""
+    folder = _root() / "queries"
+    out = {}
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".cypher"):
+            name = entry.name.removesuffix(".cypher")
+            out[name] = _parse_header(name, entry.read_text(encoding="utf-8"))
+    return out
+
+
+def query(name: str) -> QuerySpec:
+    """The named query, or :class:`QueryError` listing the known names."""
+    known = queries()
+    if name not in known:
+        raise QueryError(f"no query named {name!r}; known: {', '.join(known) or '(none)'}")
+    return known[name]
+
+
+def bind_params(spec: QuerySpec, raw: dict[str, str]) -> dict[str, Any]:
+    """Check and convert ``--param`` strings against the query's declared parameters."""
+    declared = {p.name: p for p in spec.params}
+    unknown = sorted(set(raw) - set(declared))
+    if unknown:
+        raise QueryError(
+            f"query {spec.name} has no parameter {', '.join(unknown)}; "
+            f"it takes: {', '.join(declared) or 'none'}"
+        )
+    out: dict[str, Any] = {}
+    for p in spec.params:
+        if p.name in raw:
+            out[p.name] = convert_param(p, raw[p.name])
+        elif p.required:
+            raise QueryError(f"query {spec.name} needs --param {p.name}=<{p.type}>")
+        else:
+            out[p.name] = p.default
+    return out

@@ -1,0 +1,1 @@
+"""Data sources turned into typed records (imported as ``lesionkg.loaders``)."""

@@ -1,0 +1,885 @@
+"""SYNTHETIC DeepLesion-style cohort generator: made-up patients, never real data.
+
+Writes a cohort in the exact official ``DL_info.csv`` format (18 columns, list cells quoted as
+``"238.314, 261.228, ..."``, numbers with 6 significant digits) so that the demo runs on machines
+without the real annotations and the benchmark can load a million lesions. Every value is drawn
+from seeded random distributions; nothing is copied from a real patient. Output is byte-identical
+for a given ``(patients, seed, first_patient_index, lesions_per_study_mean)`` with the same NumPy
+(random streams and libm-level exp/log/sin/cos are only guaranteed stable within a NumPy build; the
+CSV formatting itself is exact integer arithmetic).
+
+Files written into ``out_dir``:
+
+- ``DL_info_synthetic.csv``: the lesion rows.
+- ``DL_info_synthetic.json``: metadata (``"synthetic": true``, seed, counts, a note).
+- ``tracks_synthetic.csv``: ground truth ``row_number, File_name, track_id``; every row belongs to
+  exactly one physical-lesion track (one measurement per study, except that ~5% of tracks are
+  measured on two series of one study, as radiologists do on thick and thin reconstructions).
+
+Distributions (figures measured on the real ``DL_info_val.csv``: 4,889 rows, 703 patients, 1,599
+studies; the generator only keeps these summary figures):
+
+- Studies per patient: P(1) = 0.53 (real 0.53), then a truncated geometric tail up to 20 studies
+  tuned so the mean is 2.36 (real val 2.27, full DeepLesion 10,594 / 4,427 = 2.39).
+- Lesion rows per study: birth-death process of lesion *tracks* per patient. A patient's burden
+  ``lambda ~ Gamma(shape 1.4)``; lesions present at the first study ~ Poisson(lambda), each track
+  survives to the next study with p = 0.65 and is re-measured there with p = 0.85, new lesions
+  appear ~ Poisson(lambda * 0.35) per later study, so the number of tracks alive is stationary. A
+  study with no measured lesion gets one new lesion (every real study has at least one bookmark).
+  The mean is calibrated to ``lesions_per_study_mean`` (default 3.03; real 3.06) and the shape
+  gives the real, roughly geometric count distribution (P(1) ~ 0.35, tail beyond 10).
+- Coarse type mix (real val): bone .028, abdomen .205, mediastinum .165, liver .120, lung .265,
+  kidney .053, soft tissue .070, pelvis .094. A lesion takes its patient's main type with p = 0.6
+  (else an independent draw), so studies mix few types (1/2/3+ types: 54/29/17%, real 55/24/21%).
+  Written for val/test rows; train rows carry -1 like every real train row.
+- Normalized_lesion_location per type: 1-3 component normal mixtures fitted by eye to the real
+  per-type histograms (lungs and kidneys left/right, liver at x 0.30, pelvis at z 0.79, ...).
+- Long axis: lognormal per type with the real per-type medians (lung 12 mm ... pelvis 23 mm,
+  overall median ~17.6 mm) and log-sd 0.66 (real pooled log-sd 0.72 includes the type spread),
+  clipped to [2, 250] mm; short / long ~ Beta(4.6, 1.7) (real mean 0.73, sd 0.16). Across studies
+  a track grows or shrinks by a per-track log trend N(0, 0.12) per study plus measurement noise.
+- RECIST: long and short axes perpendicular within 3 degrees (real: 95% within 8 degrees), crossing
+  at 20-80% of each axis (real 5-95%: 34-67%); bbox = endpoints' extent padded by exactly 5 px
+  (as in every real row); ``Lesion_diameters_Pixel_`` = the axis lengths in pixels.
+- Pixel position from location: cx = 34 + 454 x, cy = 82 + 348 y (real least-squares fit) plus
+  per-lesion and per-study offsets.
+- Series: each measurement uses the lung window (lung type 83%, bone 60%, else ~0%) or the
+  soft-tissue window; a study has one series per window class used, and a class is sometimes
+  split into a thick and a thin reconstruction (always when a lesion is read twice), giving
+  1/2/3/4 series per study 66/29/4/0.2% (real 68/27/5/0.3%). Windows, like in the real data, are
+  constant per series: soft tissue mostly ``-175, 275`` (also ``-160, 240`` ...), lung mostly
+  ``-1500, 500`` (also ``-1400, 200`` ...).
+- Spacing: x = y = FOV / 512 with common real FOVs (418, 500, 440, 400 ... mm), within [0.6, 1.0]
+  mm, constant per study; z per series in {0.625, 1, 1.25, 2.5, 5} mm (real: 1 and 5 dominate).
+  Image_size ``512, 512``. Key slice from the lesion's z (1,100 mm per unit of normalised z, the
+  real slope); Slice_range = key slice +- 30 mm clipped to the series, overlapping ranges of one
+  series merged (the real sub-volume rule).
+- Patient: sex M 53% (real), constant; first age 5 + 90 Beta(3.0, 2.7) (real mean 52, sd 17);
+  age constant within a study and non-decreasing across studies (gaps ~ Exponential(0.3 years)
+  give the real 73% / 25% of +0 / +1 year steps). Split 70/15/15 by patient. Possibly_noisy 0.1%.
+
+Rows are generated in vectorised chunks of patients and streamed to disk; memory stays bounded
+whatever the cohort size.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CSV_NAME",
+    "DL_INFO_COLUMNS",
+    "METADATA_NAME",
+    "TRACKS_NAME",
+    "SyntheticCohort",
+    "write_synthetic_dl_info",
+]
+
+#: The 18 official DL_info.csv columns, in order.
+DL_INFO_COLUMNS: tuple[str, ...] = (
+    "File_name",
+    "Patient_index",
+    "Study_index",
+    "Series_ID",
+    "Key_slice_index",
+    "Measurement_coordinates",
+    "Bounding_boxes",
+    "Lesion_diameters_Pixel_",
+    "Normalized_lesion_location",
+    "Coarse_lesion_type",
+    "Possibly_noisy",
+    "Slice_range",
+    "Spacing_mm_px_",
+    "Image_size",
+    "DICOM_windows",
+    "Patient_gender",
+    "Patient_age",
+    "Train_Val_Test",
+)
+CSV_NAME = "DL_info_synthetic.csv"
+METADATA_NAME = "DL_info_synthetic.json"
+TRACKS_NAME = "tracks_synthetic.csv"
+GENERATOR = "lesionkg.loaders.synthetic"
+VERSION = 1
+
+# Patients per vectorised chunk: a fixed constant because each chunk has its own random stream,
+# so changing it would change the output. ~4k patients = ~30k rows = a few MB of arrays.
+_CHUNK_PATIENTS = 4096
+
+# ---- studies per patient -------------------------------------------------------------------------
+_MAX_STUDIES = 20
+_P_ONE_STUDY = 0.53
+_STUDY_TAIL_RATIO = 0.656  # geometric ratio of the 2..20 tail; gives a mean of 2.36
+
+
+def _studies_pmf() -> np.ndarray:
+    tail = _STUDY_TAIL_RATIO ** np.arange(_MAX_STUDIES - 1)
+    return np.concatenate([[_P_ONE_STUDY], (1 - _P_ONE_STUDY) * tail / tail.sum()])
+
+
+_STUDIES_PMF = _studies_pmf()
+_MEAN_STUDIES = float((_STUDIES_PMF * np.arange(1, _MAX_STUDIES + 1)).sum())
+
+# ---- lesion tracks -------------------------------------------------------------------------------
+_BURDEN_SHAPE = 1.4  # gamma shape of the per-patient lesion burden: overdispersed counts
+_P_SURVIVE = 0.65  # a lesion present at one study is still there at the next
+_P_REMEASURE = 0.85  # a surviving lesion is bookmarked again (otherwise a gap in its track)
+_P_DOUBLE_READ = 0.05  # track measured on two series of one of its studies
+_DEFAULT_LESIONS_PER_STUDY = 3.03  # 140k patients x 2.36 studies x 3.03 = ~1.0M rows
+
+# ---- types and locations -------------------------------------------------------------------------
+_TYPE_P = np.array([0.0284, 0.2052, 0.1653, 0.1195, 0.2647, 0.0534, 0.0700, 0.0937])
+_TYPE_P = _TYPE_P / _TYPE_P.sum()
+_P_MAIN_TYPE = 0.6
+# median long axis per type, mm (real val, types 1..8)
+_TYPE_MEDIAN_MM = np.array([14.0, 21.4, 17.7, 21.9, 12.0, 18.1, 20.2, 23.1])
+_LOG_SD_LONG = 0.66
+# P(lung window) per type: real share of lung-class windows (-1500,500 / -1400,200 / ...)
+_TYPE_P_LUNG_WINDOW = np.array([0.60, 0.0, 0.01, 0.0, 0.83, 0.0, 0.01, 0.0])
+
+# Location mixtures per type: (weight, (mean x, y, z), (sd x, y, z)); real per-type histograms.
+_LocComp = tuple[float, tuple[float, float, float], tuple[float, float, float]]
+_LOCATION_MIXTURES: dict[int, list[_LocComp]] = {
+    1: [  # bone: spine/ribs around the midline, thoracic and pelvic levels
+        (0.55, (0.51, 0.62, 0.46), (0.15, 0.14, 0.06)),
+        (0.45, (0.52, 0.56, 0.74), (0.17, 0.14, 0.07)),
+    ],
+    2: [(1.0, (0.53, 0.50, 0.645), (0.127, 0.10, 0.04))],  # abdomen
+    3: [(1.0, (0.49, 0.465, 0.444), (0.08, 0.10, 0.06))],  # mediastinum
+    4: [(1.0, (0.30, 0.46, 0.603), (0.13, 0.126, 0.034))],  # liver: patient right = image left
+    5: [  # lung: two lateral lungs, upper chest
+        (0.5, (0.28, 0.56, 0.483), (0.08, 0.15, 0.062)),
+        (0.5, (0.67, 0.56, 0.483), (0.08, 0.15, 0.062)),
+    ],
+    6: [  # kidneys left and right
+        (0.5, (0.29, 0.609, 0.66), (0.05, 0.073, 0.028)),
+        (0.5, (0.69, 0.609, 0.66), (0.05, 0.073, 0.028)),
+    ],
+    7: [  # soft tissue: axillary / chest wall, abdominal wall, inguinal
+        (0.45, (0.30, 0.38, 0.41), (0.13, 0.16, 0.07)),
+        (0.12, (0.50, 0.42, 0.62), (0.25, 0.16, 0.06)),
+        (0.43, (0.72, 0.41, 0.85), (0.14, 0.16, 0.05)),
+    ],
+    8: [(1.0, (0.49, 0.495, 0.791), (0.115, 0.105, 0.034))],  # pelvis
+}
+
+
+def _mixture_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ncomp = max(len(v) for v in _LOCATION_MIXTURES.values())
+    cum = np.ones((8, ncomp))  # cumulative weights; padding components are never picked
+    mean = np.zeros((8, ncomp, 3))
+    sd = np.zeros((8, ncomp, 3))
+    for t, comps in _LOCATION_MIXTURES.items():
+        w = np.array([c[0] for c in comps])
+        cum[t - 1, : len(comps)] = np.cumsum(w / w.sum())
+        cum[t - 1, len(comps) - 1] = 1.0  # rounding must never select a padding component
+        for j, (_, m, s) in enumerate(comps):
+            mean[t - 1, j] = m
+            sd[t - 1, j] = s
+    return cum, mean, sd
+
+
+_LOC_CUM, _LOC_MEAN, _LOC_SD = _mixture_tables()
+# Pixel position from normalised location (least squares on the real rows) and body scale.
+_PX_FROM_LOC = ((34.16, 453.5), (82.44, 348.4))
+_BODY_MM_PER_Z = 1100.0
+
+# ---- series: windows and spacing -----------------------------------------------------------------
+_P_SPLIT_CLASS = 0.03  # a window class shown as thick + thin reconstructions
+_SOFT_WINDOWS = (
+    ("-175, 275", 0.952),
+    ("-160, 240", 0.015),
+    ("-182.5, 322.5", 0.006),
+    ("-177.5, 307.5", 0.004),
+    ("-180, 260", 0.004),
+    ("-125, 225", 0.004),
+    ("-180, 300", 0.003),
+    ("-182.5, 312.5", 0.003),
+    ("-185, 335", 0.002),
+    ("-167.5, 237.5", 0.002),
+    ("-220, 380", 0.002),
+    ("-400, 1000", 0.002),
+    ("-1000, 1700", 0.001),
+)
+_LUNG_WINDOWS = (
+    ("-1500, 500", 0.905),
+    ("-1400, 200", 0.045),
+    ("-1350, 250", 0.020),
+    ("-1350, 150", 0.008),
+    ("-1250, 250", 0.008),
+    ("-620, 1680", 0.007),
+    ("-1525, 705", 0.004),
+    ("-1537.5, 767.5", 0.003),
+)
+_WINDOW_STRINGS: tuple[str, ...] = tuple(w for w, _ in _SOFT_WINDOWS + _LUNG_WINDOWS)
+_SOFT_WIN_CUM = np.cumsum([p for _, p in _SOFT_WINDOWS]) / sum(p for _, p in _SOFT_WINDOWS)
+_LUNG_WIN_CUM = np.cumsum([p for _, p in _LUNG_WINDOWS]) / sum(p for _, p in _LUNG_WINDOWS)
+
+_Z_SPACINGS = np.array([0.625, 1.0, 1.25, 2.5, 5.0])
+# P(z spacing) per series kind: single soft-tissue series, single lung series, thick, thin
+_Z_P_SOFT = np.array([0.02, 0.40, 0.02, 0.03, 0.53])
+_Z_P_LUNG = np.array([0.03, 0.65, 0.03, 0.02, 0.27])
+_Z_P_THICK = np.array([0.0, 0.0, 0.0, 0.06, 0.94])
+_Z_P_THIN = np.array([0.06, 0.90, 0.04, 0.0, 0.0])
+_MAX_SLICES = 999  # keeps Key_slice_index at 3 digits, like every real file name
+
+# Field of view (mm) -> x/y spacing = FOV / 512: the most common real values, else uniform.
+_COMMON_FOV = np.array([418, 500, 440, 400, 460, 354, 420, 480, 380, 375, 360, 340, 320])
+_COMMON_FOV_P = np.array([491, 402, 374, 301, 287, 255, 216, 188, 135, 134, 132, 121, 37], float)
+_COMMON_FOV_P /= _COMMON_FOV_P.sum()
+_P_COMMON_FOV = 0.75
+_FOV_RANGE = (310, 500)  # spacing within [0.6, 1.0]
+
+_SUBVOLUME_HALF_MM = 30.0  # DeepLesion sub-volumes reach >= 30 mm each side of the key slice
+_BOX_PAD_PX = 5.0
+_EDGE_PX = 6.0  # endpoints stay inside [6, 505] so the padded box stays on the 512 image
+
+_P_MALE = 0.53
+_SPLIT_CUM = (0.70, 0.85)  # train / val / test by patient
+_P_NOISY = 0.001
+
+
+@dataclass(frozen=True)
+class SyntheticCohort:
+    """Where a synthetic cohort was written, and its size."""
+
+    csv_path: Path
+    metadata_path: Path
+    tracks_path: Path
+    patients: int
+    studies: int
+    lesions: int
+    seed: int
+
+
+def _expected_rows_per_study(mu: float) -> float:
+    """Analytic mean rows per study of the track process for a mean burden ``mu``.
+
+    First studies see Poisson(lambda) lesions, later ones Poisson(a * lambda) measured lesions with
+    a = 1 - p_s + p_s * q; an empty study gets one forced lesion (probability E[exp(-c lambda)] =
+    (1 + c mu / k)^-k for a gamma burden), which survives into later studies; each newly born track
+    adds a second read with p = 0.05.
+    """
+    k, ps, q = _BURDEN_SHAPE, _P_SURVIVE, _P_REMEASURE
+    a = 1 - ps + ps * q
+    f1 = 1 / _MEAN_STUDIES  # share of studies that are a patient's first
+
+    def p0(c: float) -> float:
+        return (1 + c * mu / k) ** -k
+
+    forced = f1 * p0(1.0) + (1 - f1) * p0(a)
+    # a forced track is still there j studies later with p = ps^j and is then measured with p = q;
+    # r_j = share of studies (study-weighted) followed by at least j more studies of the patient
+    n = np.arange(1, _MAX_STUDIES + 1)
+    r = [
+        (_STUDIES_PMF * np.maximum(n - j, 0)).sum() / _MEAN_STUDIES for j in range(1, _MAX_STUDIES)
+    ]
+    persist = sum(ps**j * q * r_j for j, r_j in enumerate(r, start=1))
+    births = f1 * mu + (1 - f1) * mu * (1 - ps) + forced
+    measured = f1 * mu + (1 - f1) * a * mu + forced * (1 + persist)
+    return measured + _P_DOUBLE_READ * births
+
+
+def _burden_mean_for(lesions_per_study: float) -> float:
+    """Invert :func:`_expected_rows_per_study` by bisection (monotone in ``mu``)."""
+    lo, hi = 0.0, 100.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if _expected_rows_per_study(mid) < lesions_per_study:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def _group_starts(sizes: np.ndarray) -> np.ndarray:
+    """Index of the first element of each group for groups laid out contiguously."""
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+
+
+def _rank_in_group(group: np.ndarray) -> np.ndarray:
+    """0-based position of each element inside its run of equal ``group`` values (sorted input)."""
+    n = len(group)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]]))
+    sizes = np.diff(np.concatenate([starts, [n]]))
+    return np.arange(n) - np.repeat(starts, sizes)
+
+
+def _pick(rng: np.random.Generator, cum: np.ndarray, n: int) -> np.ndarray:
+    """Indices drawn from a categorical distribution given by its cumulative weights."""
+    return np.minimum(np.searchsorted(cum, rng.random(n), side="right"), len(cum) - 1)
+
+
+class _Chunk:
+    """Column arrays of one chunk's rows, in output order."""
+
+    __slots__ = (
+        "age",
+        "bbox",
+        "diam",
+        "key",
+        "loc",
+        "noisy",
+        "patient",
+        "recist",
+        "series",
+        "sex",
+        "slice_hi",
+        "slice_lo",
+        "split",
+        "study",
+        "track_no",
+        "type",
+        "window",
+        "xy_spacing",
+        "z_spacing",
+    )
+
+    def __init__(self, **cols: np.ndarray) -> None:
+        for name, value in cols.items():
+            setattr(self, name, value)
+
+
+def _expand_tracks(
+    rng: np.random.Generator,
+    birth: np.ndarray,
+    last_study_of: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Measurements of tracks born at global study rows ``birth``: (track index, study row).
+
+    A track lives a geometric number of studies (cut at the patient's last study); after its
+    birth it is bookmarked again in each study with p = _P_REMEASURE (gaps happen in real data).
+    """
+    life = rng.geometric(1 - _P_SURVIVE, len(birth))
+    span = np.minimum(life, last_study_of[birth] - birth + 1)
+    m_track = np.repeat(np.arange(len(birth)), span)
+    m_study = birth[m_track] + _rank_in_group(m_track)
+    keep = (m_study == birth[m_track]) | (rng.random(len(m_track)) < _P_REMEASURE)
+    return m_track[keep], m_study[keep]
+
+
+def _generate_chunk(
+    rng: np.random.Generator, first_patient: int, n_pat: int, burden_mean: float
+) -> _Chunk:
+    """All rows of ``n_pat`` consecutive patients, vectorised over the chunk."""
+    # ---- patients and studies ----
+    n_studies = rng.choice(np.arange(1, _MAX_STUDIES + 1), size=n_pat, p=_STUDIES_PMF)
+    burden = rng.gamma(_BURDEN_SHAPE, burden_mean / _BURDEN_SHAPE, n_pat)
+    male = rng.random(n_pat) < _P_MALE
+    u_split = rng.random(n_pat)
+    split = np.where(u_split < _SPLIT_CUM[0], 1, np.where(u_split < _SPLIT_CUM[1], 2, 3))
+    age0 = 5.0 + 90.0 * rng.beta(2.97, 2.72, n_pat)
+    body_scale = np.clip(rng.normal(1.0, 0.06, n_pat), 0.85, 1.15)  # patient height
+
+    n_st = int(n_studies.sum())
+    st_pat = np.repeat(np.arange(n_pat), n_studies)
+    st_first = _group_starts(n_studies)
+    st_no = np.arange(n_st) - np.repeat(st_first, n_studies) + 1  # 1-based study index
+    st_last = np.repeat(st_first + n_studies - 1, n_studies)  # global row of patient's last study
+    gap = rng.exponential(0.3, n_st)
+    gap[st_no == 1] = 0.0
+    cum_gap = np.cumsum(gap)
+    age = np.minimum(np.floor(age0[st_pat] + cum_gap - np.repeat(cum_gap[st_first], n_studies)), 99)
+    fov = np.where(
+        rng.random(n_st) < _P_COMMON_FOV,
+        _COMMON_FOV[_pick(rng, np.cumsum(_COMMON_FOV_P), n_st)],
+        rng.integers(_FOV_RANGE[0], _FOV_RANGE[1] + 1, n_st),
+    )
+    st_spacing = fov / 512.0
+    st_shift = rng.normal(0.0, 4.0, (n_st, 2))  # patient positioning on the table, px
+
+    # ---- lesion tracks: births, lifetimes, measurements ----
+    rate = burden[st_pat] * np.where(st_no == 1, 1.0, 1 - _P_SURVIVE)
+    birth = np.repeat(np.arange(n_st), rng.poisson(rate))
+    m_track, m_study = _expand_tracks(rng, birth, st_last)
+    empty = np.flatnonzero(np.bincount(m_study, minlength=n_st) == 0)
+    if len(empty):  # every study has at least one bookmark: add a new lesion there
+        f_track, f_study = _expand_tracks(rng, empty, st_last)
+        m_track = np.concatenate([m_track, f_track + len(birth)])
+        m_study = np.concatenate([m_study, f_study])
+        birth = np.concatenate([birth, empty])
+    n_tr = len(birth)
+
+    # number tracks per patient in birth order (ties broken at random) -> track_id
+    order = np.lexsort((rng.random(n_tr), birth))
+    rank = np.empty(n_tr, np.int64)
+    rank[order] = np.arange(n_tr)
+    tr_pat = st_pat[birth]
+    pat_tracks = np.bincount(tr_pat, minlength=n_pat)
+    tr_no = rank - _group_starts(pat_tracks)[tr_pat] + 1
+
+    # ---- per-track properties ----
+    # A patient's lesions share a disease (lung cancer -> lung nodules, lymphoma -> nodes): each
+    # track takes the patient's main type with p = _P_MAIN_TYPE, else an independent draw. The
+    # marginal type mix is unchanged; studies mix fewer types and windows, as in the real data.
+    main_type = _pick(rng, np.cumsum(_TYPE_P), n_pat) + 1
+    tr_type = np.where(
+        rng.random(n_tr) < _P_MAIN_TYPE, main_type[tr_pat], _pick(rng, np.cumsum(_TYPE_P), n_tr) + 1
+    )
+    comp = (rng.random(n_tr)[:, None] >= _LOC_CUM[tr_type - 1]).sum(axis=1)
+    tr_loc = (
+        _LOC_MEAN[tr_type - 1, comp] + rng.standard_normal((n_tr, 3)) * _LOC_SD[tr_type - 1, comp]
+    )
+    tr_log_long = np.log(_TYPE_MEDIAN_MM[tr_type - 1]) + rng.normal(0.0, _LOG_SD_LONG, n_tr)
+    tr_trend = rng.normal(0.0, 0.12, n_tr)  # log growth per study: grows, shrinks, stable
+    tr_ratio = rng.beta(4.62, 1.71, n_tr)
+    tr_theta = rng.uniform(-np.pi, np.pi, n_tr)
+    tr_px_off = rng.normal(0.0, 1.0, (n_tr, 2)) * (8.0, 15.0)  # real residuals of the px fit
+
+    # ---- double reads: one measurement of ~5% of tracks is read again on another series ----
+    m_order = np.lexsort((m_study, m_track))
+    m_track, m_study = m_track[m_order], m_study[m_order]
+    n_meas = np.bincount(m_track, minlength=n_tr)
+    dbl_tracks = np.flatnonzero(rng.random(n_tr) < _P_DOUBLE_READ)
+    dbl_src = _group_starts(n_meas)[dbl_tracks] + (
+        rng.random(len(dbl_tracks)) * n_meas[dbl_tracks]
+    ).astype(np.int64)
+    is_dup = np.concatenate([np.zeros(len(m_track), bool), np.ones(len(dbl_src), bool)])
+    src = np.concatenate([np.arange(len(m_track)), dbl_src])  # measurement each row copies
+    r_track = m_track[src]
+    r_study = m_study[src]
+    n_rows = len(src)
+
+    # ---- window class and series ----
+    m_lung = rng.random(len(m_track)) < _TYPE_P_LUNG_WINDOW[tr_type[m_track] - 1]
+    r_cls = m_lung[src].astype(np.int64)
+    sc = r_study * 2 + r_cls  # (study, window class)
+    split_sc = rng.random(n_st * 2) < _P_SPLIT_CLASS
+    split_sc[sc[is_dup]] = True  # a second read needs a second reconstruction of that window
+    m_sub = rng.random(len(m_track)) < 0.5
+    r_sub = np.where(split_sc[sc], m_sub[src] ^ is_dup, False).astype(np.int64)
+    group = sc * 2 + r_sub
+    groups, r_group = np.unique(group, return_inverse=True)
+    g_study = groups // 4
+    g_cls = (groups // 2) % 2
+    g_split = split_sc[groups // 2]
+    g_sub = groups % 2
+    # Series_ID: order of the series inside the study is random
+    g_order = np.lexsort((rng.random(len(groups)), g_study))
+    g_series = np.empty(len(groups), np.int64)
+    g_series[g_order] = _rank_in_group(g_study[g_order]) + 1
+    g_window = np.where(
+        g_cls == 1,
+        len(_SOFT_WINDOWS) + _pick(rng, _LUNG_WIN_CUM, len(groups)),
+        _pick(rng, _SOFT_WIN_CUM, len(groups)),
+    )
+    z_p = np.where(
+        g_split[:, None],
+        np.where(g_sub[:, None] == 0, _Z_P_THICK, _Z_P_THIN),
+        np.where(g_cls[:, None] == 1, _Z_P_LUNG, _Z_P_SOFT),
+    )
+    z_idx = (rng.random(len(groups))[:, None] >= np.cumsum(z_p, axis=1)).sum(axis=1)
+    g_z = _Z_SPACINGS[np.minimum(z_idx, len(_Z_SPACINGS) - 1)]
+
+    # ---- per-row geometry ----
+    r_no = st_no[r_study]
+    steps = r_no - st_no[birth[r_track]]
+    jitter = np.where(is_dup, 0.04, 0.08)  # a second read the same day differs less
+    long_mm = np.exp(
+        tr_log_long[r_track] + tr_trend[r_track] * steps + rng.normal(0, 1, n_rows) * jitter
+    )
+    spacing = st_spacing[r_study]
+    long_mm = np.clip(long_mm, 2.0, np.minimum(250.0, 470.0 * spacing))
+    ratio = np.clip(tr_ratio[r_track] + rng.normal(0.0, 0.05, n_rows), 0.12, 1.0)
+    long_px = long_mm / spacing
+    short_px = long_px * ratio
+    loc = np.clip(tr_loc[r_track] + rng.normal(0.0, 0.008, (n_rows, 3)), 0.01, 0.99)
+
+    theta = tr_theta[r_track] + rng.normal(0.0, 0.3, n_rows)  # each read draws its own axes
+    perp = theta + np.where(rng.random(n_rows) < 0.5, 0.5, -0.5) * np.pi
+    perp += np.clip(rng.normal(0.0, np.radians(1.0), n_rows), -np.radians(3), np.radians(3))
+    ux, uy = np.cos(theta), np.sin(theta)
+    vx, vy = np.cos(perp), np.sin(perp)
+    t = np.clip(rng.normal(0.5, 0.09, n_rows), 0.2, 0.8)  # where the axes cross
+    s = np.clip(rng.normal(0.5, 0.09, n_rows), 0.2, 0.8)
+    cx = _PX_FROM_LOC[0][0] + _PX_FROM_LOC[0][1] * loc[:, 0] + tr_px_off[r_track, 0]
+    cy = _PX_FROM_LOC[1][0] + _PX_FROM_LOC[1][1] * loc[:, 1] + tr_px_off[r_track, 1]
+    cx += st_shift[r_study, 0]
+    cy += st_shift[r_study, 1]
+    xs = np.stack(
+        [cx - t * long_px * ux, cx + (1 - t) * long_px * ux,
+         cx - s * short_px * vx, cx + (1 - s) * short_px * vx], axis=1
+    )  # fmt: skip
+    ys = np.stack(
+        [cy - t * long_px * uy, cy + (1 - t) * long_px * uy,
+         cy - s * short_px * vy, cy + (1 - s) * short_px * vy], axis=1
+    )  # fmt: skip
+    hi_edge = 511.0 - _EDGE_PX
+    xs += (np.maximum(0, _EDGE_PX - xs.min(1)) - np.maximum(0, xs.max(1) - hi_edge))[:, None]
+    ys += (np.maximum(0, _EDGE_PX - ys.min(1)) - np.maximum(0, ys.max(1) - hi_edge))[:, None]
+
+    # ---- key slices and slice ranges per series ----
+    r_z = g_z[r_group]
+    z_mm = loc[:, 2] * _BODY_MM_PER_Z * body_scale[st_pat[r_study]]
+    n_groups = len(groups)
+    # rows sorted by series group so that per-series reductions are contiguous
+    by_group = np.argsort(r_group, kind="stable")
+    g_sizes = np.bincount(r_group, minlength=n_groups)
+    g_start = _group_starts(g_sizes)
+    g_zmin = np.minimum.reduceat(z_mm[by_group], g_start)
+    g_zmax = np.maximum.reduceat(z_mm[by_group], g_start)
+    g_head = rng.uniform(20.0, 250.0, n_groups)  # scan starts this far above the top lesion
+    g_tail = rng.uniform(20.0, 250.0, n_groups)
+    too_long = (g_zmax - g_zmin + g_head + g_tail) / g_z > _MAX_SLICES
+    g_z = np.where(too_long, 5.0, g_z)  # such a long scan is a thick reconstruction
+    r_z = g_z[r_group]
+    g_top = g_zmin - g_head
+    g_nslices = np.floor((g_zmax + g_tail - g_top) / g_z).astype(np.int64) + 1
+    key = np.floor((z_mm - g_top[r_group]) / r_z).astype(np.int64) + 1
+    half = np.rint(_SUBVOLUME_HALF_MM / r_z).astype(np.int64)
+    lo = np.maximum(1, key - half)
+    hi = np.minimum(g_nslices[r_group], key + half)
+    lo, hi = _merge_ranges(r_group, lo, hi)
+
+    # ---- output order: patient, study, series, track ----
+    out = np.lexsort((is_dup, tr_no[r_track], g_series[r_group], r_study))
+    rs, rg, rt = r_study[out], r_group[out], r_track[out]
+    rp = st_pat[rs]
+    xs, ys = xs[out], ys[out]
+    recist = np.empty((n_rows, 8))
+    recist[:, 0::2] = xs
+    recist[:, 1::2] = ys
+    bbox = np.stack(
+        [xs.min(1) - _BOX_PAD_PX, ys.min(1) - _BOX_PAD_PX, xs.max(1) + _BOX_PAD_PX,
+         ys.max(1) + _BOX_PAD_PX], axis=1
+    )  # fmt: skip
+    diam = np.stack(
+        [np.hypot(xs[:, 1] - xs[:, 0], ys[:, 1] - ys[:, 0]),
+         np.hypot(xs[:, 3] - xs[:, 2], ys[:, 3] - ys[:, 2])], axis=1
+    )  # fmt: skip
+    chunk = _Chunk(
+        patient=rp + first_patient,
+        study=st_no[rs],
+        series=g_series[rg],
+        key=key[out],
+        recist=recist,
+        bbox=bbox,
+        diam=diam,
+        loc=loc[out],
+        type=np.where(split[rp] == 1, -1, tr_type[rt]),
+        noisy=(rng.random(n_rows) < _P_NOISY).astype(np.int64),
+        slice_lo=lo[out],
+        slice_hi=hi[out],
+        xy_spacing=spacing[out],
+        z_spacing=r_z[out],
+        window=g_window[rg],
+        sex=male[rp],
+        age=age[rs].astype(np.int64),
+        split=split[rp],
+        track_no=tr_no[rt],
+    )
+    _separate_duplicates(chunk)
+    return chunk
+
+
+def _merge_ranges(
+    group: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Union of overlapping [lo, hi] slice ranges within each group (one series).
+
+    DeepLesion released one sub-volume per run of overlapping key-slice neighbourhoods, so two key
+    slices close to each other share the same Slice_range.
+    """
+    n = len(lo)
+    if n == 0:
+        return lo, hi
+    order = np.lexsort((lo, group))
+    g, lo_s, hi_s = group[order], lo[order], hi[order]
+    # running max of hi inside each group: offset groups so a max never leaks across them
+    big = int(hi_s.max()) + 2
+    run = np.maximum.accumulate(hi_s + g * big) - g * big
+    new_group = np.concatenate([[True], g[1:] != g[:-1]])
+    new_block = new_group | np.concatenate([[False], lo_s[1:] > run[:-1] + 1])
+    block = np.cumsum(new_block) - 1
+    starts = np.flatnonzero(new_block)
+    b_lo = lo_s[starts]
+    b_hi = np.maximum.reduceat(hi_s, starts)
+    out_lo = np.empty(n, np.int64)
+    out_hi = np.empty(n, np.int64)
+    out_lo[order] = b_lo[block]
+    out_hi[order] = b_hi[block]
+    return out_lo, out_hi
+
+
+def _separate_duplicates(chunk: _Chunk) -> None:
+    """Guarantee that no two rows share File_name and coordinates (a real-data duplicate).
+
+    Continuous random coordinates make a clash practically impossible; if one happens anyway the
+    later row is moved by one pixel, which keeps all the RECIST / box / diameter invariants. Only
+    the ~2% of rows whose key slice holds another lesion need to be compared.
+    """
+    file_key = ((chunk.patient * 100 + chunk.study) * 10 + chunk.series) * 10_000 + chunk.key
+    order = np.argsort(file_key, kind="stable")
+    shared = np.flatnonzero(file_key[order[1:]] == file_key[order[:-1]])
+    rows = np.unique(np.concatenate([order[shared], order[shared + 1]]))
+    seen: set[tuple[int, tuple[float, ...]]] = set()
+    for i in rows.tolist():  # row order: the later row of a clash moves
+        while (ident := (int(file_key[i]), tuple(np.round(chunk.recist[i], 4).tolist()))) in seen:
+            step = -1.0 if chunk.recist[i, 0::2].max() > 400 else 1.0
+            chunk.recist[i, 0::2] += step
+            chunk.bbox[i, 0::2] += step
+        seen.add(ident)
+
+
+# ---- vectorised CSV formatting -------------------------------------------------------------------
+# Python's per-value "%.6g" costs ~0.3-1 us, i.e. ~10 us per 30-number row: too slow for 1M rows.
+# Instead a block of rows is drawn on a byte canvas with one canvas line per character position:
+# every field has fixed places, unused places hold NUL, and the transposed canvas without its NULs
+# is the CSV text. Only integer and correctly rounded IEEE operations are used, so the same numbers
+# give the same bytes on every machine, equal to Python's "%.6g" / "%d" / "%03d" output.
+_NUL = np.uint8(0)
+_ZERO = np.uint8(ord("0"))
+_DOT = np.uint8(ord("."))
+_POW10 = np.array([1e-4, 1e-3, 1e-2, 1e-1, 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6])
+_SCALE = np.array([10.0**k for k in range(10)])  # exact powers of ten
+_INT_LIMITS = 10 ** np.arange(1, 19, dtype=np.int64)  # 10, 100, ...: digit counts by search
+_FORMAT_ROWS = 8192  # rows drawn at once: keeps the canvas (~4 MB) in cache
+
+
+class _Canvas:
+    """Character columns of a block of CSV lines: one byte per row (an array) or a constant."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.cols: list[np.ndarray | int] = []
+
+    def text(self, literal: str) -> None:
+        self.cols.extend(literal.encode("ascii"))
+
+    def table(self, strings: tuple[str, ...], index: np.ndarray) -> None:
+        """Strings picked from a small table by ``index``."""
+        width = max(len(x) for x in strings)
+        tab = np.zeros((width, len(strings)), np.uint8)
+        for i, x in enumerate(strings):
+            tab[: len(x), i] = np.frombuffer(x.encode("ascii"), np.uint8)
+        self.cols.extend(tab[:, index])
+
+    def ints(self, x: np.ndarray, min_digits: int = 1) -> None:
+        """Non-negative integers like ``%d``, or ``%0{min_digits}d`` when ``min_digits`` > 1."""
+        x = np.asarray(x, np.int64)
+        ndig = np.maximum(np.searchsorted(_INT_LIMITS, x, side="right") + 1, min_digits)
+        width = int(ndig.max()) if self.n else min_digits
+        digits = []
+        rest = x
+        for _ in range(width):
+            digits.append((rest % 10).astype(np.uint8) + _ZERO)
+            rest = rest // 10
+        for pos in range(width):  # left to right; shown when the number has >= width-pos digits
+            self.cols.append(np.where(ndig >= width - pos, digits[width - 1 - pos], _NUL))
+
+    def g6_cells(self, cells: list[np.ndarray]) -> None:
+        """List cells ``"a, b, c"`` (``%.6g`` numbers), one (rows, k) array per cell.
+
+        All numbers of all cells are formatted in one vectorised pass: 6 significant digits,
+        trailing zeros dropped, "0.000..." for numbers below 1; valid for [1e-4, 1e6).
+        """
+        v = np.ascontiguousarray(np.concatenate(cells, axis=1).T, np.float64)  # (numbers, rows)
+        if v.size and not (np.all(v >= 1e-4) and np.all(v < 999_999.5)):
+            raise ValueError("value outside the range the fixed-point formatter handles")
+        exp = np.searchsorted(_POW10, v, side="right") - 5  # floor(log10 v), exact
+        scaled = np.rint(v * _SCALE[5 - exp])
+        carry = scaled >= 1e6  # 9.999996 -> 10.0000: one more integer digit
+        exp = np.where(carry, exp + 1, exp)
+        sig = np.where(carry, np.rint(v * _SCALE[5 - exp]), scaled).astype(np.int64)
+        digits: list[np.ndarray] = []  # the 6 significant digits, most significant first
+        for _ in range(6):
+            digits.append((sig % 10).astype(np.uint8))
+            sig //= 10
+        digits.reverse()
+        trailing = np.zeros(v.shape, np.int64)
+        run = np.ones(v.shape, bool)
+        for d in reversed(digits):
+            run &= d == 0
+            trailing += run
+        n_frac = np.where(exp >= 0, 5 - exp, 6)  # significant digits after the point
+        shown = 6 - np.minimum(trailing, n_frac)  # digits written
+        has_frac = trailing < n_frac
+        chars = [  # character slots of one number; NUL where unused
+            np.where(exp < 0, _ZERO, _NUL),
+            np.where(exp < 0, _DOT, _NUL),
+            *(np.where(-exp - 1 > k, _ZERO, _NUL) for k in range(3)),
+        ]
+        for i, d in enumerate(digits):
+            chars.append(np.where(shown > i, d + _ZERO, _NUL))
+            if i < 5:
+                chars.append(np.where((exp == i) & has_frac, _DOT, _NUL))
+        number = 0
+        for c, cell in enumerate(cells):
+            if c:
+                self.text('","')
+            for j in range(cell.shape[1]):
+                if j:
+                    self.text(", ")
+                # slots no row of the block uses (e.g. "0." before numbers >= 1) are left out
+                self.cols.extend(ch[number] for ch in chars if ch[number].any())
+                number += 1
+
+    def render(self) -> bytes:
+        lines = np.empty((self.n, len(self.cols)), np.uint8)
+        for i, col in enumerate(self.cols):
+            lines[:, i] = col
+        return lines.tobytes().translate(None, b"\0")  # C loop, faster than a numpy mask
+
+
+_TYPE_STRINGS = tuple(str(t) for t in range(-1, 9))
+
+
+def _file_names(c: _Canvas, chunk: _Chunk, rows: slice) -> None:
+    c.ints(chunk.patient[rows], 6)
+    c.text("_")
+    c.ints(chunk.study[rows], 2)
+    c.text("_")
+    c.ints(chunk.series[rows], 2)
+    c.text("_")
+    c.ints(chunk.key[rows], 3)
+    c.text(".png")
+
+
+def _format_chunk(chunk: _Chunk, first_row: int) -> tuple[bytes, bytes]:
+    """CSV bytes of the chunk's rows (official layout) and of their track ground truth."""
+    csv_parts: list[bytes] = []
+    track_parts: list[bytes] = []
+    n_all = len(chunk.patient)
+    for start in range(0, n_all, _FORMAT_ROWS):
+        r = slice(start, min(start + _FORMAT_ROWS, n_all))
+        n = r.stop - r.start
+        c = _Canvas(n)
+        _file_names(c, chunk, r)
+        for col in (chunk.patient, chunk.study, chunk.series, chunk.key):
+            c.text(",")
+            c.ints(col[r])
+        c.text(',"')
+        c.g6_cells([chunk.recist[r], chunk.bbox[r], chunk.diam[r], chunk.loc[r]])
+        c.text('",')
+        c.table(_TYPE_STRINGS, chunk.type[r] + 1)
+        c.text(",")
+        c.ints(chunk.noisy[r])
+        c.text(',"')
+        c.ints(chunk.slice_lo[r])
+        c.text(", ")
+        c.ints(chunk.slice_hi[r])
+        c.text('","')
+        xy = chunk.xy_spacing[r, None]
+        c.g6_cells([np.hstack([xy, xy, chunk.z_spacing[r, None]])])
+        c.text('","512, 512","')
+        c.table(_WINDOW_STRINGS, chunk.window[r])
+        c.text('",')
+        c.table(("F", "M"), chunk.sex[r].astype(np.int64))
+        c.text(",")
+        c.ints(chunk.age[r])
+        c.text(",")
+        c.ints(chunk.split[r])
+        c.text("\n")
+        csv_parts.append(c.render())
+
+        t = _Canvas(n)
+        t.ints(np.arange(first_row + r.start, first_row + r.stop))
+        t.text(",")
+        _file_names(t, chunk, r)
+        t.text(",")
+        t.ints(chunk.patient[r], 6)
+        t.text("_L")
+        t.ints(chunk.track_no[r], 3)
+        t.text("\n")
+        track_parts.append(t.render())
+    return b"".join(csv_parts), b"".join(track_parts)
+
+
+def write_synthetic_dl_info(
+    out_dir: str | Path,
+    *,
+    patients: int,
+    seed: int = 0,
+    first_patient_index: int = 1,
+    lesions_per_study_mean: float = _DEFAULT_LESIONS_PER_STUDY,
+    progress: bool = False,
+) -> SyntheticCohort:
+    """Write a SYNTHETIC DeepLesion cohort (CSV, metadata JSON, track ground truth) to ``out_dir``.
+
+    ``patients`` patients are numbered from ``first_patient_index`` (6-digit ids in file names).
+    ``lesions_per_study_mean`` is the target mean number of rows per study (above ~1.6: every
+    study holds at least one lesion, and lesions persist into later studies). Output is
+    byte-identical for equal arguments.
+    """
+    if patients < 1:
+        raise ValueError(f"patients must be >= 1, got {patients}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if first_patient_index < 0 or first_patient_index + patients - 1 > 999_999:
+        raise ValueError("patient indices must fit the 6-digit file names (0..999999)")
+    lowest = _expected_rows_per_study(0.0)  # one forced lesion per study and its re-reads
+    if not lowest < lesions_per_study_mean <= 50:
+        raise ValueError(
+            f"lesions_per_study_mean must be in ({lowest:.2f}, 50], got {lesions_per_study_mean}"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, meta_path, tracks_path = out / CSV_NAME, out / METADATA_NAME, out / TRACKS_NAME
+    burden_mean = _burden_mean_for(lesions_per_study_mean)
+
+    bar: Any = None
+    if progress:
+        from tqdm import tqdm
+
+        # counts of patients (total known up front) with the rate, rows and studies so far
+        bar = tqdm(total=patients, unit="patient", file=sys.stderr, desc="synthetic")
+    n_rows = n_studies = 0
+    try:
+        with (
+            csv_path.open("wb") as f_csv,
+            tracks_path.open("wb") as f_tracks,
+        ):
+            f_csv.write((",".join(DL_INFO_COLUMNS) + "\n").encode("ascii"))
+            f_tracks.write(b"row_number,File_name,track_id\n")
+            for chunk_no, start in enumerate(range(0, patients, _CHUNK_PATIENTS)):
+                n_pat = min(_CHUNK_PATIENTS, patients - start)
+                # one independent stream per chunk: reproducible and order-free
+                rng = np.random.default_rng([seed, chunk_no])
+                chunk = _generate_chunk(rng, first_patient_index + start, n_pat, burden_mean)
+                csv_text, tracks_text = _format_chunk(chunk, n_rows + 1)
+                f_csv.write(csv_text)
+                f_tracks.write(tracks_text)
+                n_rows += len(chunk.patient)
+                n_studies += len(np.unique(chunk.patient * 100 + chunk.study))
+                if bar is not None:
+                    bar.set_postfix_str(f"rows={n_rows:,} studies={n_studies:,}", refresh=False)
+                    bar.update(n_pat)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    metadata = {
+        "synthetic": True,
+        "generator": GENERATOR,
+        "version": VERSION,
+        "seed": seed,
+        "patients": patients,
+        "studies": n_studies,
+        "lesions": n_rows,
+        "first_patient_index": first_patient_index,
+        "lesions_per_study_mean": lesions_per_study_mean,
+        "files": {"dl_info": CSV_NAME, "tracks": TRACKS_NAME},
+        "note": (
+            "SYNTHETIC data, not real patients: generated by lesionkg.loaders.synthetic from "
+            "seeded random distributions shaped after summary statistics of the DeepLesion "
+            "validation split. Do not use for any clinical or scientific conclusion."
+        ),
+    }
+    meta_path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="ascii")
+    return SyntheticCohort(
+        csv_path=csv_path,
+        metadata_path=meta_path,
+        tracks_path=tracks_path,
+        patients=patients,
+        studies=n_studies,
+        lesions=n_rows,
+        seed=seed,
+    )

@@ -1,0 +1,1 @@
+"""The triplet network, sampling, training and SSBR (imported as ``lesionkg.model``)."""

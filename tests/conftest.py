@@ -1,0 +1,107 @@
+"""Shared fixtures: the real DeepLesion files and a real Neo4j server.
+
+The server is LesionKG's own local Neo4j (the official Maven artifacts), started once per test
+session in a temporary folder on a free port, or reused when ``LESIONKG_TEST_NEO4J_DIR`` names a
+running instance (``.ci/run`` does that). A test that needs it and cannot get it fails: there is no
+skip and no mock.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from lesionkg import server
+from lesionkg.graph import apply_schema, counts, reset
+from lesionkg.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+DEEPLESION = REPO.parent / "shared" / "data" / "deeplesion"
+VAL_CSV = DEEPLESION / "dl_info" / "DL_info_val.csv"
+TRAIN_CSV = DEEPLESION / "dl_info" / "DL_info_train_partial.csv"
+DATABASE = "neo4j"
+
+
+@pytest.fixture(scope="session")
+def deeplesion_dir() -> Path:
+    if not DEEPLESION.is_dir():
+        pytest.fail(
+            f"the real DeepLesion data is missing: {DEEPLESION} (see DEVELOPERS.md, 'Data')"
+        )
+    return DEEPLESION
+
+
+@pytest.fixture(scope="session")
+def val_csv() -> Path:
+    if not VAL_CSV.is_file():
+        pytest.fail(f"the real DeepLesion data is missing: {VAL_CSV} (see DEVELOPERS.md, 'Data')")
+    return VAL_CSV
+
+
+@pytest.fixture(scope="session")
+def train_csv() -> Path:
+    if not TRAIN_CSV.is_file():
+        pytest.fail(f"the real DeepLesion data is missing: {TRAIN_CSV}")
+    return TRAIN_CSV
+
+
+@pytest.fixture(scope="session")
+def neo4j_instance(tmp_path_factory) -> server.Instance:
+    named = os.environ.get("LESIONKG_TEST_NEO4J_DIR")
+    data_dir = Path(named) if named else tmp_path_factory.mktemp("neo4j")
+    port = int(os.environ.get("LESIONKG_TEST_NEO4J_PORT") or server.free_port())
+    was_running = server.status(data_dir).running
+    instance = server.start(data_dir, port, heap="1g", pagecache="256m")
+    yield instance
+    if not was_running:
+        server.stop(data_dir)
+
+
+@pytest.fixture(scope="session")
+def settings(neo4j_instance) -> Settings:
+    return Settings(neo4j_instance.uri, neo4j_instance.username, neo4j_instance.password, DATABASE)
+
+
+@pytest.fixture(scope="session")
+def driver(settings):
+    from lesionkg.graph import open_driver
+
+    drv = open_driver(settings)
+    yield drv
+    drv.close()
+
+
+class GraphState:
+    """What the single Community database holds now, so fixtures reload only when needed."""
+
+    content: str | None = None
+
+
+@pytest.fixture
+def empty_graph(driver):
+    """An empty database with the schema applied; the test may write anything."""
+    reset(driver, DATABASE)
+    apply_schema(driver, DATABASE)
+    GraphState.content = "dirty"
+    return driver
+
+
+@pytest.fixture
+def val_graph(driver, val_csv):
+    """The database holding exactly the real validation split; tests must not write to it."""
+    if GraphState.content != "val":
+        from lesionkg.pipeline import load_deeplesion
+
+        reset(driver, DATABASE)
+        load_deeplesion(driver, val_csv, database=DATABASE, progress=False)
+        GraphState.content = "val"
+    assert counts(driver, DATABASE)["Lesion"] == 4889
+    return driver
+
+
+@pytest.fixture
+def cli_args(settings) -> list[str]:
+    """Global CLI options pointing ``lesionkg`` at the test server."""
+    return ["--uri", settings.uri, "--user", settings.username, "--password", settings.password]
