@@ -382,3 +382,7 @@ def demo(ctx, data, out, patients) -> None:
     with _connect(ctx) as (driver, database):
         report = build_demo(driver, database, out_dir=out, data=data, patients=patients)
     click.echo(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,13 +40,20 @@ class LoadSummary:
     images_found: int | None = None
     images_missing: int | None = None
     seconds: float = 0.0
+    #: seconds of the write phase alone (the validation pass before it excluded)
+    write_seconds: float = 0.0
 
     @property
     def lesions_per_s(self) -> float:
         return self.lesions_written / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "lesions_per_s": round(self.lesions_per_s, 1)}
+        write_rate = self.lesions_written / self.write_seconds if self.write_seconds > 0 else 0.0
+        return {
+            **asdict(self),
+            "lesions_per_s": round(self.lesions_per_s, 1),
+            "write_lesions_per_s": round(write_rate, 1),
+        }
 
     def describe(self) -> str:
         """A few lines for people: what was read, created, already there, rejected."""
@@ -132,14 +140,25 @@ def load_deeplesion(
     counts = WriteCounts()
 
     def records() -> Iterator[LesionRecord]:
-        for item in parse_dl_info(csv_path):
-            summary.rows += 1
-            if isinstance(item, RejectedRow):
-                rejected.append(item)
-            else:
-                yield item
+        try:
+            for item in parse_dl_info(csv_path):
+                summary.rows += 1
+                if isinstance(item, RejectedRow):
+                    rejected.append(item)
+                else:
+                    yield item
+        except InvalidInputError as exc:
+            # Only with skip_invalid can a broken file be met after batches were written (the
+            # validation pass finds it first otherwise): say how much is already in the graph.
+            if in_flight is not None:
+                _collect(in_flight, counts, summary, bar)
+            raise InvalidInputError(exc.problems, written=summary.lesions_written) from exc
 
-    with _bar("loading", total, progress) as bar:
+    write_started = time.perf_counter()
+    # One batch is written by a worker thread while the next is parsed: Neo4j and the parser
+    # each keep a core busy. At most two batches are in memory.
+    in_flight: tuple[Future, int] | None = None
+    with _bar("loading", total, progress) as bar, ThreadPoolExecutor(max_workers=1) as writer:
         for batch in _batches(records(), batch_size):
             paths = None
             if images_root is not None:
@@ -148,12 +167,18 @@ def load_deeplesion(
                 hits = sum(p is not None for p in paths)
                 summary.images_found = (summary.images_found or 0) + hits
                 summary.images_missing = (summary.images_missing or 0) + len(batch) - hits
-            counts.add(write_lesions(driver, database, batch, paths, dataset=summary.dataset))
             for rec in batch:
                 seen_patients.add(rec.patient_id)
                 seen_studies.add(rec.study_id)
-            summary.lesions_written += len(batch)
-            bar.update(len(batch))
+            future = writer.submit(
+                write_lesions, driver, database, batch, paths, dataset=summary.dataset
+            )
+            if in_flight is not None:
+                _collect(in_flight, counts, summary, bar)
+            in_flight = (future, len(batch))
+        if in_flight is not None:
+            _collect(in_flight, counts, summary, bar)
+    summary.write_seconds = time.perf_counter() - write_started
 
     summary.rejected = len(rejected)
     if rejected:
@@ -169,6 +194,15 @@ def load_deeplesion(
     summary.existing = {label: distinct[label] - counts.created[label] for label in NODE_LABELS}
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _collect(
+    in_flight: tuple[Future, int], counts: WriteCounts, summary: LoadSummary, bar: tqdm
+) -> None:
+    future, size = in_flight
+    counts.add(future.result())  # re-raises the writer's error here, which stops the load
+    summary.lesions_written += size
+    bar.update(size)
 
 
 def dataset_of(csv_path: Path) -> str:

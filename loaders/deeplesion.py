@@ -43,7 +43,14 @@ from lesionkg.records import (
     study_id_of,
 )
 
-__all__ = ["COLUMNS", "RejectedRow", "parse_dl_info", "write_rejects"]
+__all__ = [
+    "COLUMNS",
+    "DIAMETER_TOLERANCE_PX",
+    "MAX_AGE_YEARS",
+    "RejectedRow",
+    "parse_dl_info",
+    "write_rejects",
+]
 
 #: The 18 columns of the official ``DL_info.csv``, in the official order.
 COLUMNS: tuple[str, ...] = (
@@ -67,7 +74,7 @@ COLUMNS: tuple[str, ...] = (
     "Train_Val_Test",
 )
 
-#: Oldest plausible age; DeepLesion's ages are 0..95.
+#: Oldest plausible age in years (the real rows range from 4 to 96).
 MAX_AGE_YEARS = 130.0
 #: How far ``Lesion_diameters_Pixel_`` may be from the lengths of the measured axes. The release
 #: rounds to 6 significant digits, which puts them at most 0.0013 px apart in the real data.

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from lesionkg.loaders import deeplesion
-from lesionkg.loaders.deeplesion import COLUMNS, RejectedRow, parse_dl_info, write_rejects
 
 from lesionkg.errors import InvalidInputError, Problem
+from lesionkg.loaders import deeplesion
+from lesionkg.loaders.deeplesion import COLUMNS, RejectedRow, parse_dl_info, write_rejects
 from lesionkg.records import LesionRecord, lesion_id_of, patient_id_of, study_id_of
 
 DATA = Path(__file__).resolve().parents[3] / "shared/data/deeplesion"
@@ -263,7 +263,7 @@ def test_blank_lines_are_skipped(tmp_path: Path, small: list[list[str]]) -> None
     assert [r.source_line for r in records] == [2, 4, 5]
 
 
-def test_parse_streams(tmp_path: Path) -> None:
+def test_parse_streams() -> None:
     items = parse_dl_info(VAL)
     assert iter(items) is items
     assert isinstance(next(items), LesionRecord)
@@ -480,6 +480,17 @@ def test_bad_bytes_after_the_sniffed_head(tmp_path: Path) -> None:
             pass
     (problem,) = info.value.problems
     assert (problem.source, problem.line) == (str(path), 351)
+
+
+def test_broken_csv_names_the_line(tmp_path: Path, small: list[list[str]]) -> None:
+    small[2][col("File_name")] = "x" * 200_000  # beyond the csv module's field size limit
+    items = parse_dl_info(write_rows(tmp_path / "huge.csv", small))
+    assert isinstance(next(items), LesionRecord)
+    with pytest.raises(InvalidInputError) as info:
+        next(items)
+    (problem,) = info.value.problems
+    assert problem.line == 3
+    assert "malformed CSV (field larger than field limit" in problem.reason
 
 
 def test_missing_and_unexpected_columns_in_one_error(

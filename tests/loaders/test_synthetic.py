@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from lesionkg.loaders import synthetic
 from lesionkg.loaders.synthetic import SyntheticCohort, write_synthetic_dl_info
 
