@@ -100,7 +100,7 @@ def main() -> None:
         results = {}
         for name, csv_path, extra in (
             ("ours", cohort.csv_path, ()),
-            ("baseline_one_tx_per_row", baseline_csv, ("--batch-size", "1")),
+            ("baseline_one_tx_per_row", baseline_csv, ("--batch-size", "1", "--writers", "1")),
         ):
             data_dir = work / f"neo4j-{name}"
             instance = server.start(

@@ -225,12 +225,25 @@ def load_group() -> None:
     help="Dataset label stored on nodes [default: 'synthetic' when the CSV has a "
     "synthetic metadata file beside it, else 'DeepLesion'].",
 )
-@click.option("--batch-size", type=click.IntRange(1), default=5000, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=5000,
+    show_default=True,
+    help="Lesions per transaction.",
+)
+@click.option(
+    "--writers",
+    type=click.IntRange(1, 16),
+    default=2,
+    show_default=True,
+    help="Concurrent write transactions.",
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def load_deeplesion_cmd(
-    ctx, csv_path, images, skip_invalid, rejects, dataset, batch_size, fmt, quiet
+    ctx, csv_path, images, skip_invalid, rejects, dataset, batch_size, writers, fmt, quiet
 ) -> None:
     """Load a DeepLesion DL_info.csv (18 columns) into the graph; idempotent."""
     from lesionkg.pipeline import load_deeplesion
@@ -245,6 +258,7 @@ def load_deeplesion_cmd(
             rejects_path=rejects,
             dataset=dataset,
             batch_size=batch_size,
+            writers=writers,
             progress=not quiet,
         )
     if fmt == "json":

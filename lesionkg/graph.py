@@ -168,6 +168,9 @@ def write_lesions(
                 "props": lesion_props(rec, path, dataset),
             }
         )
+    # Concurrent batches all link lesions to the same 8 LesionType nodes; taking those locks in
+    # one global order (by type) turns would-be deadlocks into short waits.
+    lesions.sort(key=lambda row: -1 if row["coarse_type"] is None else row["coarse_type"])
     try:
         with driver.session(database=database) as session:
             return session.execute_write(

@@ -22,28 +22,27 @@ DEEPLESION = REPO.parent / "shared" / "data" / "deeplesion"
 VAL_CSV = DEEPLESION / "dl_info" / "DL_info_val.csv"
 TRAIN_CSV = DEEPLESION / "dl_info" / "DL_info_train_partial.csv"
 DATABASE = "neo4j"
+MISSING_HINT = "(the tests read ../shared/data/deeplesion beside the checkout, in place)"
 
 
 @pytest.fixture(scope="session")
 def deeplesion_dir() -> Path:
     if not DEEPLESION.is_dir():
-        pytest.fail(
-            f"the real DeepLesion data is missing: {DEEPLESION} (see DEVELOPERS.md, 'Data')"
-        )
+        pytest.fail(f"the real DeepLesion data is missing: {DEEPLESION} {MISSING_HINT}")
     return DEEPLESION
 
 
 @pytest.fixture(scope="session")
 def val_csv() -> Path:
     if not VAL_CSV.is_file():
-        pytest.fail(f"the real DeepLesion data is missing: {VAL_CSV} (see DEVELOPERS.md, 'Data')")
+        pytest.fail(f"the real DeepLesion data is missing: {VAL_CSV} {MISSING_HINT}")
     return VAL_CSV
 
 
 @pytest.fixture(scope="session")
 def train_csv() -> Path:
     if not TRAIN_CSV.is_file():
-        pytest.fail(f"the real DeepLesion data is missing: {TRAIN_CSV}")
+        pytest.fail(f"the real DeepLesion data is missing: {TRAIN_CSV} {MISSING_HINT}")
     return TRAIN_CSV
 
 

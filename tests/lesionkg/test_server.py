@@ -16,9 +16,8 @@ from lesionkg.errors import ServerError
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.neo4j
 
-
+@pytest.mark.neo4j
 def test_instance_is_running_on_loopback_with_a_private_password(neo4j_instance):
     st = server.status(neo4j_instance.data_dir)
     assert st.running and st.uri == neo4j_instance.uri
@@ -30,6 +29,7 @@ def test_instance_is_running_on_loopback_with_a_private_password(neo4j_instance)
     assert "server.default_listen_address=127.0.0.1" in conf
 
 
+@pytest.mark.neo4j
 def test_server_is_the_pinned_community_version(driver):
     records, _, _ = driver.execute_query(
         "CALL dbms.components() YIELD name, versions, edition RETURN versions[0] AS v, edition"
@@ -38,11 +38,13 @@ def test_server_is_the_pinned_community_version(driver):
     assert records[0]["edition"] == "community"
 
 
+@pytest.mark.neo4j
 def test_start_on_a_running_instance_returns_it(neo4j_instance):
     again = server.start(neo4j_instance.data_dir, neo4j_instance.port)
     assert again == neo4j_instance
 
 
+@pytest.mark.neo4j
 def test_env_lines_point_at_the_instance(neo4j_instance):
     lines = server.env_lines(neo4j_instance)
     assert f"export NEO4J_URI={neo4j_instance.uri}" in lines
@@ -56,6 +58,7 @@ def test_env_lines_point_at_the_instance(neo4j_instance):
     assert out == neo4j_instance.password
 
 
+@pytest.mark.neo4j
 def test_a_taken_port_is_refused_clearly(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
