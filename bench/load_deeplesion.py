@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -34,7 +34,6 @@ def _du_bytes(path: Path) -> int:
 
 def _load(instance: server.Instance, csv_path: Path, *extra: str) -> tuple[dict, float, int]:
     """Run the CLI loader in a child process; its summary, wall seconds and peak RSS (bytes)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     cmd = [
         sys.executable,
         "-m",
@@ -51,13 +50,17 @@ def _load(instance: server.Instance, csv_path: Path, *extra: str) -> tuple[dict,
         *extra,
     ]
     started = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"loader failed ({proc.returncode})")
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the max over all children so far; the loads run biggest first.
-    return json.loads(proc.stdout), wall, max(peak_kib, before) * 1024
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(cmd, stdout=out, text=True)
+        # wait4 gives this child's own peak RSS (RUSAGE_CHILDREN would be the max of all children).
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise SystemExit(f"loader failed ({proc.returncode})")
+        out.seek(0)
+        summary = json.load(out)
+    return summary, wall, usage.ru_maxrss * 1024
 
 
 def main() -> None:
