@@ -34,8 +34,8 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not neo4j and not slow"
 
 lint: setup
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
 
 bench: setup
 	$(BIN)/python bench/load_deeplesion.py

@@ -72,6 +72,8 @@ from typing import Any
 
 import numpy as np
 
+from lesionkg.loaders.deeplesion import COLUMNS
+
 __all__ = [
     "CSV_NAME",
     "DL_INFO_COLUMNS",
@@ -81,27 +83,8 @@ __all__ = [
     "write_synthetic_dl_info",
 ]
 
-#: The 18 official DL_info.csv columns, in order.
-DL_INFO_COLUMNS: tuple[str, ...] = (
-    "File_name",
-    "Patient_index",
-    "Study_index",
-    "Series_ID",
-    "Key_slice_index",
-    "Measurement_coordinates",
-    "Bounding_boxes",
-    "Lesion_diameters_Pixel_",
-    "Normalized_lesion_location",
-    "Coarse_lesion_type",
-    "Possibly_noisy",
-    "Slice_range",
-    "Spacing_mm_px_",
-    "Image_size",
-    "DICOM_windows",
-    "Patient_gender",
-    "Patient_age",
-    "Train_Val_Test",
-)
+#: The 18 official DL_info.csv columns, in order (the parser owns the list).
+DL_INFO_COLUMNS: tuple[str, ...] = COLUMNS
 CSV_NAME = "DL_info_synthetic.csv"
 METADATA_NAME = "DL_info_synthetic.json"
 TRACKS_NAME = "tracks_synthetic.csv"
