@@ -24,5 +24,3 @@ CREATE INDEX lesion_file_name IF NOT EXISTS FOR (l:Lesion) ON (l.file_name);
 
 // per-patient scans that do not start from the Patient node (matching, tracks)
 CREATE INDEX lesion_patient_id IF NOT EXISTS FOR (l:Lesion) ON (l.patient_id);
-
-CREATE INDEX lesion_split IF NOT EXISTS FOR (l:Lesion) ON (l.split);
