@@ -4,8 +4,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Everything LesionKG keeps (the local Neo4j instance) lives inside this checkout.
-export LESIONKG_HOME ?= $(CURDIR)/.lesionkg
+# The local Neo4j lives in $LESIONKG_HOME/neo4j (default ~/.lesionkg/neo4j), the same place the
+# lesionkg command looks for it when run by hand after `make demo`.
 
 .PHONY: setup demo test test-fast lint bench neo4j-start neo4j-stop clean
 
