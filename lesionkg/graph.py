@@ -15,13 +15,14 @@ from neo4j.exceptions import Neo4jError, ServiceUnavailable
 
 from lesionkg.errors import DatabaseError
 from lesionkg.records import COARSE_TYPES, LesionRecord
+from lesionkg.settings import Settings
 from lesionkg.statements import schema_statements, statement
 
 NODE_LABELS = ("Patient", "Study", "Lesion")
 COUNTED_KINDS = (*NODE_LABELS, "LesionType", "HAS_STUDY", "HAS_LESION", "OF_TYPE")
 
 
-def open_driver(settings) -> Driver:
+def open_driver(settings: Settings) -> Driver:
     """A driver for ``settings`` whose connectivity has been checked (the caller closes it)."""
     from neo4j import GraphDatabase
 
