@@ -313,7 +313,7 @@ def build_demo(
         shown = " ".join(f"--param {k}={v}" for k, v in params.items())
         lines += [
             "",
-            f"== {title}  (lesionkg query {name} {shown})".rstrip() + " ==",
+            f"== {title}  (lesionkg query {f'{name} {shown}'.rstrip()}) ==",
             format_result(run_named(driver, database, name, params), "table"),
         ]
     lines += [
