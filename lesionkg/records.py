@@ -39,6 +39,9 @@ def study_id_of(patient_index: int, study_index: int) -> str:
     return f"{patient_index:06d}_{study_index:02d}"
 
 
+_LESION_KEY = "%s|" + ",".join(["%.4f"] * 8)
+
+
 def lesion_id_of(file_name: str, recist_px: tuple[float, ...]) -> str:
     """Deterministic lesion id from the row's content, independent of row order.
 
@@ -48,8 +51,8 @@ def lesion_id_of(file_name: str, recist_px: tuple[float, ...]) -> str:
     ``"DL-" + sha256("000002_01_01_162.png|238.3140,261.2280,...")[:16]``. Two rows with the same
     slice and coordinates are the same bookmark, i.e. a duplicate.
     """
-    # One %-format call: the loader's hot path computes millions of these.
-    canonical = ("%s|" + ",".join(["%.4f"] * len(recist_px))) % (file_name, *recist_px)
+    # One %-format call with a prebuilt format: the loader computes millions of these.
+    canonical = _LESION_KEY % (file_name, *recist_px)
     return "DL-" + hashlib.sha256(canonical.encode("ascii")).hexdigest()[:16]
 
 

@@ -30,7 +30,6 @@ import csv
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from hashlib import sha256
 from math import hypot, isfinite, isnan
 from typing import Any, TextIO
 
@@ -633,7 +632,6 @@ def parse_dl_info(path: str | os.PathLike[str]) -> Iterator[LesionRecord | Rejec
     return _parse(source, order)
 
 
-_FAST_LESION_KEY = "%s|%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f"
 _FAST_COARSE: dict[str, int | None] = {"-1": None, **{str(t): t for t in range(1, 9)}}
 _FAST_SPLITS: dict[str, str] = {str(code): split for code, split in SPLITS.items()}
 
@@ -740,10 +738,8 @@ def _parse(source: str, order: list[int] | None) -> Iterator[LesionRecord | Reje
                                 raise ValueError
                             age = None  # NaN, the release's unknown age
                     recist = (x1, y1, x2, y2, u1, v1, u2, v2)
-                    # lesion_id_of in one %-format, 3x faster for the same text (tests compare).
-                    text = _FAST_LESION_KEY % (fn, *recist)
-                    digest = sha256(text.encode("ascii")).hexdigest()[:16]
-                    lesion_key = int(digest, 16)
+                    lesion_id = lesion_id_of(fn, recist)
+                    lesion_key = int(lesion_id[3:], 16)
                     if lesion_key in seen:
                         raise ValueError
                     earlier_sex = sexes.get(patient)
@@ -762,7 +758,7 @@ def _parse(source: str, order: list[int] | None) -> Iterator[LesionRecord | Reje
                 if earlier_age is None:
                     ages[study_key] = (age, start)
                 yield LesionRecord(
-                    lesion_id="DL-" + digest,
+                    lesion_id=lesion_id,
                     patient_id=patient_id,
                     study_id=study_id,
                     study_index=study,

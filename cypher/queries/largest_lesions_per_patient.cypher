@@ -11,5 +11,6 @@ ORDER BY top[0].long_axis_mm DESC, p.patient_id
 LIMIT $limit
 UNWIND range(0, size(top) - 1) AS i
 RETURN p.patient_id AS patient_id, i + 1 AS rank, top[i].lesion_id AS lesion_id,
-       top[i].study_index AS study_index, coalesce(top[i].coarse_type_name, 'unlabelled') AS type,
+       top[i].study_index AS study_index,
+       coalesce(top[i].coarse_type_name, 'unlabelled') AS type,
        top[i].long_axis_mm AS long_axis_mm

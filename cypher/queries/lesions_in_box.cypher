@@ -12,7 +12,8 @@ MATCH (l:Lesion)
 WHERE $x_min <= l.location[0] <= $x_max
   AND $y_min <= l.location[1] <= $y_max
   AND $z_min <= l.location[2] <= $z_max
-RETURN l.lesion_id AS lesion_id, l.patient_id AS patient_id, coalesce(l.coarse_type_name, 'unlabelled') AS type,
+RETURN l.lesion_id AS lesion_id, l.patient_id AS patient_id,
+       coalesce(l.coarse_type_name, 'unlabelled') AS type,
        l.location AS location, l.long_axis_mm AS long_axis_mm
 ORDER BY l.location[2], lesion_id
 LIMIT $limit
