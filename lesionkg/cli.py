@@ -267,6 +267,204 @@ def load_deeplesion_cmd(
     click.echo(summary.describe())
 
 
+# --- the triplet network -------------------------------------------------------------------------
+
+
+def _floats(text: str, n: int | None, option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated numbers, got {text!r}", param_hint=option
+        ) from None
+    if n is not None and len(values) != n:
+        raise click.BadParameter(f"expected {n} numbers, got {text!r}", param_hint=option)
+    return values
+
+
+@main.command(name="train")
+@click.option(
+    "--data",
+    "csv_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="DL_info.csv with the lesions to train on.",
+)
+@click.option(
+    "--images",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Folder with Images_png/{volume}/{slice}.png or flat File_name PNGs.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Model folder."
+)
+@click.option("--steps", type=click.IntRange(1), default=300, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--sequences",
+    type=click.IntRange(1),
+    default=24,
+    show_default=True,
+    help="Five-lesion sequences per mini-batch.",
+)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.002, show_default=True)
+@click.option("--margin", type=click.FloatRange(min=0), default=0.1, show_default=True)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    help="Pseudo-labelling rounds for unlabelled lesions.",
+)
+@click.option(
+    "--crop-size",
+    type=click.IntRange(16),
+    default=64,
+    show_default=True,
+    help="Crop side in pixels.",
+)
+@click.option(
+    "--crop-spacings",
+    default="1.0,2.0",
+    show_default=True,
+    help="mm per pixel of each crop (comma-separated; one crop each).",
+)
+@click.option("--window", default="-1024,1024", show_default=True, help="HU window min,max.")
+@click.option(
+    "--backbone", type=click.Choice(["vgg16_bn", "vgg16"]), default="vgg16_bn", show_default=True
+)
+@click.option(
+    "--backbone-weights",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="torchvision VGG-16 weights file [default: random start].",
+)
+@click.option(
+    "--splits",
+    default="train,val",
+    show_default=True,
+    help="Splits of the CSV to train on (the rest stays held out).",
+)
+@click.option("--checkpoint-every", type=click.IntRange(1), default=50, show_default=True)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_cmd(
+    csv_path,
+    images,
+    out,
+    steps,
+    seed,
+    sequences,
+    lr,
+    margin,
+    rounds,
+    crop_size,
+    crop_spacings,
+    window,
+    backbone,
+    backbone_weights,
+    splits,
+    checkpoint_every,
+    device,
+    fmt,
+    quiet,
+) -> None:
+    """Train the triplet network (resumes when --out holds a checkpoint of the same options)."""
+    from lesionkg.model.network import NetworkConfig
+    from lesionkg.model.training import TrainConfig, describe, train_from_csv
+    from lesionkg.model.transforms import CropSpec, InputConfig, Window
+
+    spacings = _floats(crop_spacings, None, "--crop-spacings")
+    low, high = _floats(window, 2, "--window")
+    if low >= high:
+        raise click.BadParameter("min must be below max", param_hint="--window")
+    config = TrainConfig(
+        seed=seed,
+        steps=steps,
+        sequences_per_batch=sequences,
+        lr=lr,
+        margin=margin,
+        rounds=rounds,
+        checkpoint_every=checkpoint_every,
+        network=NetworkConfig(backbone=backbone),
+        input=InputConfig(tuple(CropSpec(crop_size, s) for s in spacings), Window(low, high)),
+    )
+    result = train_from_csv(
+        csv_path,
+        images,
+        out,
+        config,
+        splits=[s.strip() for s in splits.split(",") if s.strip()],
+        backbone_weights=backbone_weights,
+        device=device,
+        progress=not quiet,
+    )
+    if fmt == "json":
+        click.echo(json.dumps(describe(result)))
+        return
+    click.echo(
+        f"trained {result.steps} steps on {result.lesions} lesions ({result.without_image} rows "
+        f"without image left out) in {result.seconds:.0f} s on {result.device}; "
+        f"final loss {result.final_loss:.4f}\nmodel {result.sha256} -> {result.out_dir}"
+    )
+
+
+@main.command(name="embed")
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Model folder written by 'lesionkg train'.",
+)
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="Where to find key slices of lesions loaded without --images.",
+)
+@click.option(
+    "--matrix",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Matrix file for the similarity index [default: MODEL/embeddings.npy].",
+)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def embed_cmd(ctx, model_dir, images, matrix, batch_size, device, fmt, quiet) -> None:
+    """Write Lesion.embedding (1408-D) for every lesion of the graph that has an image."""
+    from lesionkg.embedding import embed_graph
+
+    with _connect(ctx) as (driver, database):
+        summary = embed_graph(
+            driver,
+            model_dir,
+            database=database,
+            images=images,
+            matrix=matrix,
+            batch_size=batch_size,
+            device=device,
+            progress=not quiet,
+        )
+    if fmt == "json":
+        click.echo(json.dumps(summary.as_dict()))
+        return
+    click.echo(
+        f"embedded {summary.embedded} of {summary.lesions} lesions with model "
+        f"{summary.model_sha256[:12]} in {summary.seconds:.1f} s; {summary.without_image} without "
+        f"image; matrix -> {summary.matrix_path}"
+    )
+
+
 # --- query and cypher ---------------------------------------------------------------------------
 
 
@@ -341,6 +539,121 @@ def cypher_cmd(ctx, statement, params, fmt) -> None:
     click.echo(format_result(result, fmt))
 
 
+# --- ssbr: self-supervised body-part regression -------------------------------------------------
+
+
+@main.group(name="ssbr", cls=_Group)
+def ssbr_group() -> None:
+    """Self-supervised body-part regression: a slice's position along the body (head to feet)."""
+
+
+@ssbr_group.command(name="train")
+@click.option(
+    "--volumes",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Folder of volume folders {volume}/{slice:03d}.png (16-bit, HU + 32768), or the folder "
+    "holding Images_png/.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Model folder."
+)
+@click.option("--steps", type=click.IntRange(0), default=2000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--size", type=click.IntRange(16), default=64, show_default=True, help="Input side in pixels."
+)
+@click.option(
+    "--groups-per-batch",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="Groups of 8 equidistant slices per step.",
+)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True)
+@click.option("--window", default="-1024,1024", show_default=True, help="HU window min,max.")
+@click.option(
+    "--backbone", type=click.Choice(["vgg16_bn", "vgg16"]), default="vgg16_bn", show_default=True
+)
+@click.option(
+    "--backbone-weights",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="torchvision VGG-16 weights file for --backbone [default: random start].",
+)
+@click.option("--checkpoint-every", type=click.IntRange(1), default=250, show_default=True)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def ssbr_train_cmd(
+    volumes,
+    out,
+    steps,
+    seed,
+    size,
+    groups_per_batch,
+    lr,
+    window,
+    backbone,
+    backbone_weights,
+    checkpoint_every,
+    device,
+    fmt,
+    quiet,
+) -> None:
+    """Train an SSBR model on unlabelled volumes (resumes when --out holds the same options)."""
+    from lesionkg.model.ssbr import SSBRConfig, train_ssbr
+
+    low, high = _floats(window, 2, "--window")
+    if low >= high:
+        raise click.BadParameter("min must be below max", param_hint="--window")
+    config = SSBRConfig(
+        size=size,
+        window=(low, high),
+        backbone=backbone,
+        steps=steps,
+        groups_per_batch=groups_per_batch,
+        lr=lr,
+        seed=seed,
+        device=device,
+        checkpoint_every=checkpoint_every,
+    )
+    result = train_ssbr(volumes, out, config, backbone_weights=backbone_weights, progress=not quiet)
+    click.echo(json.dumps(result.as_dict()) if fmt == "json" else result.describe())
+
+
+@ssbr_group.command(name="predict")
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Model folder written by 'lesionkg ssbr train'.",
+)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def ssbr_predict_cmd(model_dir, paths, device, fmt) -> None:
+    """Score slices (16-bit PNGs, or volume folders: all their slices): path, score, z.
+
+    z is the normalised body position, 0 at the head and 1 at the feet.
+    """
+    from lesionkg.model.ssbr import predict_slices
+
+    predictions = predict_slices(model_dir, list(paths), device=device)
+    if fmt == "json":
+        rows = [{"path": str(p.path), "score": p.score, "z": p.z} for p in predictions]
+        click.echo(json.dumps(rows))
+        return
+    for p in predictions:
+        z = "-" if p.z is None else f"{p.z:.4f}"
+        click.echo(f"{p.path}\t{p.score:.6f}\t{z}")
+
+
 # --- synthetic data and the demo ----------------------------------------------------------------
 
 
@@ -360,16 +673,36 @@ def synth_group() -> None:
     show_default=True,
     help="Patient_index of the first synthetic patient.",
 )
-def synth_deeplesion(out_dir, patients, seed, first_patient) -> None:
-    """A synthetic cohort in DL_info.csv format, with metadata and ground-truth tracks."""
+@click.option(
+    "--images/--no-images",
+    default=True,
+    show_default=True,
+    help="Render CT key slices (and neighbours) as Images_png/{volume}/{slice}.png.",
+)
+@click.option(
+    "--ssbr-volumes",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Extra unlabelled volumes of contiguous slices for body-part regression training.",
+)
+def synth_deeplesion(out_dir, patients, seed, first_patient, images, ssbr_volumes) -> None:
+    """A synthetic cohort in DL_info.csv format, with metadata, ground-truth tracks and images."""
     from lesionkg.loaders.synthetic import write_synthetic_dl_info
 
     cohort = write_synthetic_dl_info(
-        out_dir, patients=patients, seed=seed, first_patient_index=first_patient, progress=True
+        out_dir,
+        patients=patients,
+        seed=seed,
+        first_patient_index=first_patient,
+        images=images,
+        ssbr_volumes=ssbr_volumes,
+        progress=True,
     )
     click.echo(
         f"SYNTHETIC cohort: {cohort.patients} patients, {cohort.studies} studies, "
-        f"{cohort.lesions} lesions -> {cohort.csv_path}"
+        f"{cohort.lesions} lesions, {cohort.images} images, {cohort.ssbr_volumes} SSBR volumes "
+        f"-> {cohort.csv_path}"
     )
 
 

@@ -72,3 +72,7 @@ class InvalidInputError(LesionKGError):
         )
         head = f"{len(self.problems)} problem(s) in the input; {outcome}"
         super().__init__(head + ":\n  " + "\n  ".join(lines))
+
+
+class ModelError(LesionKGError):
+    """A model checkpoint, weights file or training input is missing, malformed or incompatible."""

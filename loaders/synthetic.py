@@ -4,17 +4,30 @@ Writes a cohort in the exact official ``DL_info.csv`` format (18 columns, list c
 ``"238.314, 261.228, ..."``, numbers with 6 significant digits) so that the demo runs on machines
 without the real annotations and the benchmark can load a million lesions. Every value is drawn
 from seeded random distributions; nothing is copied from a real patient. Output is byte-identical
-for a given ``(patients, seed, first_patient_index, lesions_per_study_mean)`` with the same NumPy
-(random streams and libm-level exp/log/sin/cos are only guaranteed stable within a NumPy build; the
-CSV formatting itself is exact integer arithmetic).
+for given arguments with the same NumPy and zlib (random streams and libm-level exp/log/sin/cos
+are only guaranteed stable within a NumPy build; the CSV formatting itself is exact integer
+arithmetic). The rows never depend on whether images are written.
 
 Files written into ``out_dir``:
 
 - ``DL_info_synthetic.csv``: the lesion rows.
-- ``DL_info_synthetic.json``: metadata (``"synthetic": true``, seed, counts, a note).
+- ``DL_info_synthetic.json``: metadata (``"synthetic": true``, seed, counts, whether images are
+  included, a note).
 - ``tracks_synthetic.csv``: ground truth ``row_number, File_name, track_id``; every row belongs to
   exactly one physical-lesion track (one measurement per study, except that ~5% of tracks are
   measured on two series of one study, as radiologists do on thick and thin reconstructions).
+- With ``images=True``: ``Images_png/{patient}_{study}_{series}/{slice:03d}.png``, every row's key
+  slice and its two neighbours within the Slice_range, rendered by
+  :mod:`lesionkg.loaders.phantom` (16-bit PNG, pixel = HU + 32768, the DeepLesion convention);
+  every lesion present in the study is drawn (the volume's own rows at their key slice, rows of
+  the study's other series and unmeasured track gaps at the track's z). Beside them
+  ``lesion_truth_synthetic.csv``: per row the true coarse type (also for the unlabelled train
+  rows), appearance, organ under the centre, centre and study offset in pixels, anatomical place
+  and z.
+- With ``ssbr_volumes=N``: ``ssbr_volumes_synthetic/{volume}/{slice:03d}.png``, N unlabelled
+  volumes of 40-80 contiguous slices 5 mm apart from a random chest-to-pelvis range, 128 x 128,
+  for self-supervised body-part regression, and ``ssbr_volumes_synthetic.json`` (z range, slice
+  and pixel spacing per volume).
 
 Distributions (figures measured on the real ``DL_info_val.csv``: 4,889 rows, 703 patients, 1,599
 studies; the generator only keeps these summary figures):
@@ -32,17 +45,33 @@ studies; the generator only keeps these summary figures):
   kidney .053, soft tissue .070, pelvis .094. A lesion takes its patient's main type with p = 0.6
   (else an independent draw), so studies mix few types (1/2/3+ types: 54/29/17%, real 55/24/21%).
   Written for val/test rows; train rows carry -1 like every real train row.
-- Normalized_lesion_location per type: 1-3 component normal mixtures fitted by eye to the real
-  per-type histograms (lungs and kidneys left/right, liver at x 0.30, pelvis at z 0.79, ...).
+- Lesion place per type: 1-3 component normal mixtures fitted by eye to the real per-type
+  histograms (lungs and kidneys left/right, liver at x 0.30, pelvis at z 0.79, ...), restricted
+  by rejection sampling to the lesion's organ in the patient's phantom anatomy (lung in lung,
+  liver in liver, bone in cortex or marrow, kidney in kidney, mediastinal nodes in mediastinal
+  fat, abdominal and pelvic lesions in the abdominal cavity, soft tissue in subcutaneous fat or
+  muscle) at the track's z and half a slice above and below, so every lesion centre is inside
+  its organ on its key slice. Mixture weights for bone (chest 0.68 / pelvis 0.32) and soft
+  tissue (chest wall 0.50 / abdominal wall 0.15 / inguinal 0.35) compensate for the thin target
+  organs. Resulting median x, y, z per type (real val in brackets): bone 0.50 0.68 0.51 (0.50
+  0.63 0.54), abdomen 0.57 0.48 0.66 (0.53 0.50 0.64), mediastinum 0.50 0.48 0.43 (0.48 0.48
+  0.45), liver 0.30 0.45 0.60 (0.27 0.45 0.60), lung right / left x 0.28 / 0.70, y 0.56, z 0.47
+  (0.30 / 0.69, 0.58, 0.48), kidney 0.28 / 0.70, 0.61, 0.67 (0.29 / 0.68, 0.61, 0.66), soft
+  tissue 0.45 0.35 0.55 (0.53 0.39 0.61), pelvis 0.49 0.47 0.79 (0.50 0.50 0.80).
+  ``Normalized_lesion_location`` is the track's place plus per-read noise (sd 0.008), like an
+  SSBR estimate.
 - Long axis: lognormal per type with the real per-type medians (lung 12 mm ... pelvis 23 mm,
   overall median ~17.6 mm) and log-sd 0.66 (real pooled log-sd 0.72 includes the type spread),
   clipped to [2, 250] mm; short / long ~ Beta(4.6, 1.7) (real mean 0.73, sd 0.16). Across studies
   a track grows or shrinks by a per-track log trend N(0, 0.12) per study plus measurement noise.
 - RECIST: long and short axes perpendicular within 3 degrees (real: 95% within 8 degrees), crossing
   at 20-80% of each axis (real 5-95%: 34-67%); bbox = endpoints' extent padded by exactly 5 px
-  (as in every real row); ``Lesion_diameters_Pixel_`` = the axis lengths in pixels.
-- Pixel position from location: cx = 34 + 454 x, cy = 82 + 348 y (real least-squares fit) plus
-  per-lesion and per-study offsets.
+  (as in every real row); ``Lesion_diameters_Pixel_`` = the axis lengths in pixels. A track is one
+  physical lesion: its axis direction (sd 0.08 rad per read) and crossing fractions (sd 0.03 per
+  read) are kept across studies, only its size changes.
+- Pixel position from the track's place: cx = 34 + 454 x, cy = 82 + 348 y (real least-squares
+  fit) plus a per-lesion offset (part of its anatomical place) and the study's positioning shift
+  (which moves the whole body in the images).
 - Series: each measurement uses the lung window (lung type 83%, bone 60%, else ~0%) or the
   soft-tissue window; a study has one series per window class used, and a class is sometimes
   split into a thick and a thin reconstruction (always when a lesion is read twice), giving
@@ -51,7 +80,7 @@ studies; the generator only keeps these summary figures):
   ``-1500, 500`` (also ``-1400, 200`` ...).
 - Spacing: x = y = FOV / 512 with common real FOVs (418, 500, 440, 400 ... mm), within [0.6, 1.0]
   mm, constant per study; z per series in {0.625, 1, 1.25, 2.5, 5} mm (real: 1 and 5 dominate).
-  Image_size ``512, 512``. Key slice from the lesion's z (1,100 mm per unit of normalised z, the
+  Image_size ``512, 512``. Key slice from the track's z (1,100 mm per unit of normalised z, the
   real slope); Slice_range = key slice +- 30 mm clipped to the series, overlapping ranges of one
   series merged (the real sub-volume rule).
 - Patient: sex M 53% (real), constant; first age 5 + 90 Beta(3.0, 2.7) (real mean 52, sd 17);
@@ -65,20 +94,31 @@ whatever the cohort size.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from lesionkg.loaders import phantom
 from lesionkg.loaders.deeplesion import COLUMNS
+from lesionkg.loaders.phantom import Anatomy
 
 __all__ = [
     "CSV_NAME",
     "DL_INFO_COLUMNS",
+    "IMAGES_DIR",
     "METADATA_NAME",
+    "SSBR_DIR",
+    "SSBR_METADATA_NAME",
     "TRACKS_NAME",
+    "TRUTH_NAME",
     "SyntheticCohort",
     "write_synthetic_dl_info",
 ]
@@ -88,8 +128,12 @@ DL_INFO_COLUMNS: tuple[str, ...] = COLUMNS
 CSV_NAME = "DL_info_synthetic.csv"
 METADATA_NAME = "DL_info_synthetic.json"
 TRACKS_NAME = "tracks_synthetic.csv"
+TRUTH_NAME = "lesion_truth_synthetic.csv"
+IMAGES_DIR = "Images_png"  # the DeepLesion archive layout: Images_png/{volume}/{slice:03d}.png
+SSBR_DIR = "ssbr_volumes_synthetic"
+SSBR_METADATA_NAME = "ssbr_volumes_synthetic.json"
 GENERATOR = "lesionkg.loaders.synthetic"
-VERSION = 1
+VERSION = 2
 
 # Patients per vectorised chunk: a fixed constant because each chunk has its own random stream,
 # so changing it would change the output. ~4k patients = ~30k rows = a few MB of arrays.
@@ -130,8 +174,8 @@ _TYPE_P_LUNG_WINDOW = np.array([0.60, 0.0, 0.01, 0.0, 0.83, 0.0, 0.01, 0.0])
 _LocComp = tuple[float, tuple[float, float, float], tuple[float, float, float]]
 _LOCATION_MIXTURES: dict[int, list[_LocComp]] = {
     1: [  # bone: spine/ribs around the midline, thoracic and pelvic levels
-        (0.55, (0.51, 0.62, 0.46), (0.15, 0.14, 0.06)),
-        (0.45, (0.52, 0.56, 0.74), (0.17, 0.14, 0.07)),
+        (0.68, (0.51, 0.62, 0.46), (0.15, 0.14, 0.06)),
+        (0.32, (0.52, 0.56, 0.74), (0.17, 0.14, 0.07)),
     ],
     2: [(1.0, (0.53, 0.50, 0.645), (0.127, 0.10, 0.04))],  # abdomen
     3: [(1.0, (0.49, 0.465, 0.444), (0.08, 0.10, 0.06))],  # mediastinum
@@ -145,9 +189,9 @@ _LOCATION_MIXTURES: dict[int, list[_LocComp]] = {
         (0.5, (0.69, 0.609, 0.66), (0.05, 0.073, 0.028)),
     ],
     7: [  # soft tissue: axillary / chest wall, abdominal wall, inguinal
-        (0.45, (0.30, 0.38, 0.41), (0.13, 0.16, 0.07)),
-        (0.12, (0.50, 0.42, 0.62), (0.25, 0.16, 0.06)),
-        (0.43, (0.72, 0.41, 0.85), (0.14, 0.16, 0.05)),
+        (0.50, (0.30, 0.38, 0.41), (0.13, 0.16, 0.07)),
+        (0.15, (0.50, 0.42, 0.62), (0.25, 0.16, 0.06)),
+        (0.35, (0.72, 0.41, 0.85), (0.14, 0.16, 0.05)),
     ],
     8: [(1.0, (0.49, 0.495, 0.791), (0.115, 0.105, 0.034))],  # pelvis
 }
@@ -170,8 +214,8 @@ def _mixture_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 _LOC_CUM, _LOC_MEAN, _LOC_SD = _mixture_tables()
 # Pixel position from normalised location (least squares on the real rows) and body scale.
-_PX_FROM_LOC = ((34.16, 453.5), (82.44, 348.4))
-_BODY_MM_PER_Z = 1100.0
+_PX_FROM_LOC = phantom.PX_FROM_LOC  # ((34.16, 453.5), (82.44, 348.4))
+_BODY_MM_PER_Z = phantom.BODY_MM_PER_Z  # 1100 mm per unit of normalised z
 
 # ---- series: windows and spacing -----------------------------------------------------------------
 _P_SPLIT_CLASS = 0.03  # a window class shown as thick + thin reconstructions
@@ -239,6 +283,10 @@ class SyntheticCohort:
     studies: int
     lesions: int
     seed: int
+    images: int = 0  # key-slice PNGs written (0: no images)
+    truth_path: Path | None = None  # per-lesion ground truth of the images
+    ssbr_volumes: int = 0
+    ssbr_metadata_path: Path | None = None
 
 
 def _expected_rows_per_study(mu: float) -> float:
@@ -313,6 +361,7 @@ class _Chunk:
         "noisy",
         "patient",
         "recist",
+        "scene",
         "series",
         "sex",
         "slice_hi",
@@ -335,18 +384,122 @@ def _expand_tracks(
     rng: np.random.Generator,
     birth: np.ndarray,
     last_study_of: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Measurements of tracks born at global study rows ``birth``: (track index, study row).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Studies of tracks born at global study rows ``birth``.
 
-    A track lives a geometric number of studies (cut at the patient's last study); after its
-    birth it is bookmarked again in each study with p = _P_REMEASURE (gaps happen in real data).
+    Returns (track index, study row) of the measurements, then of the gaps. A track lives a
+    geometric number of studies (cut at the patient's last study); after its birth it is
+    bookmarked again in each study with p = _P_REMEASURE. A gap is a study where the lesion is
+    present but not bookmarked (it is still drawn in the images, as in real data).
     """
     life = rng.geometric(1 - _P_SURVIVE, len(birth))
     span = np.minimum(life, last_study_of[birth] - birth + 1)
     m_track = np.repeat(np.arange(len(birth)), span)
     m_study = birth[m_track] + _rank_in_group(m_track)
     keep = (m_study == birth[m_track]) | (rng.random(len(m_track)) < _P_REMEASURE)
-    return m_track[keep], m_study[keep]
+    return m_track[keep], m_study[keep], m_track[~keep], m_study[~keep]
+
+
+# ---- lesion placement inside the phantom's organs ------------------------------------------------
+_PLACE_ROUNDS = 12  # rounds of redraws before the nearest-candidate fallback
+# a lesion is drawn on its key slice, within half a slice (<= 2.5 mm) of the track's z
+_Z_MARGIN = 2.6 / (_BODY_MM_PER_Z * 0.85)
+_ORGAN_OK = np.zeros((9, len(phantom.LABEL_NAMES)), bool)
+for _t, _labels in phantom.TYPE_ORGANS.items():
+    _ORGAN_OK[_t, list(_labels)] = True
+
+
+def _draw_locations(rng: np.random.Generator, types: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised locations from the per-type mixtures and per-lesion pixel offsets."""
+    n = len(types)
+    comp = (rng.random(n)[:, None] >= _LOC_CUM[types - 1]).sum(axis=1)
+    loc = _LOC_MEAN[types - 1, comp] + rng.standard_normal((n, 3)) * _LOC_SD[types - 1, comp]
+    px_off = rng.normal(0.0, 1.0, (n, 2)) * (8.0, 15.0)  # real residuals of the px fit
+    return loc, px_off
+
+
+def _body_xy(loc: np.ndarray, px_off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reference-pixel position (relative to the body centre) of a location plus pixel offset."""
+    x = _PX_FROM_LOC[0][1] * (loc[:, 0] - 0.5) + px_off[:, 0]
+    y = _PX_FROM_LOC[1][1] * (loc[:, 1] - 0.5) + px_off[:, 1]
+    return x, y
+
+
+def _in_organ(
+    anatomy: Anatomy,
+    pat: np.ndarray,
+    types: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+) -> np.ndarray:
+    """True where the point lies in its type's organ at z and half a slice above and below."""
+    lab = phantom.labels_at(anatomy.take(pat), x, y, z)
+    live = np.flatnonzero(_ORGAN_OK[types, lab])
+    if len(live):  # the survivors half a slice above and below, in one call
+        both = np.concatenate([live, live])
+        dz = np.repeat([-_Z_MARGIN, _Z_MARGIN], len(live))
+        lab = phantom.labels_at(anatomy.take(pat[both]), x[both], y[both], z[both] + dz)
+        good = _ORGAN_OK[types[both], lab].reshape(2, -1).all(axis=0)
+        live = live[good]
+    ok = np.zeros(len(pat), bool)
+    ok[live] = True
+    return ok
+
+
+def _place_in_organs(
+    rng: np.random.Generator,
+    anatomy: Anatomy,
+    pat: np.ndarray,
+    types: np.ndarray,
+    loc: np.ndarray,
+    px_off: np.ndarray,
+) -> None:
+    """Redraw (in place) every lesion location whose centre is not inside its organ.
+
+    Rejection sampling from the type's location mixture, so accepted locations keep the
+    mixture's shape restricted to the organ. Each round draws several candidates per pending
+    lesion (more in later rounds) and keeps the first that fits. Lesions still outside after
+    _PLACE_ROUNDS rounds (never seen in practice) move to the nearest in-organ point of a grid.
+    """
+    x, y = _body_xy(loc, px_off)
+    ok = _in_organ(anatomy, pat, types, x, y, loc[:, 2])
+    pending = np.flatnonzero(~ok)
+    # candidates per pending lesion: about 1 / (acceptance rate of its type), from the last round
+    tried = np.bincount(types, minlength=9).astype(float)
+    hits = np.bincount(types[ok], minlength=9).astype(float)
+    for _ in range(_PLACE_ROUNDS):
+        if not len(pending):
+            return
+        rate = np.clip((hits + 0.5) / (tried + 1.0), 1 / 64, 1.0)
+        k_of = np.ceil(1.0 / rate).astype(np.int64)
+        k = k_of[types[pending]]
+        cand = np.repeat(pending, k)
+        c_loc, c_off = _draw_locations(rng, types[cand])
+        x, y = _body_xy(c_loc, c_off)
+        good = _in_organ(anatomy, pat[cand], types[cand], x, y, c_loc[:, 2])
+        tried = np.bincount(types[cand], minlength=9).astype(float)
+        hits = np.bincount(types[cand][good], minlength=9).astype(float)
+        # the first good candidate of each pending lesion
+        starts = _group_starts(k)
+        first_good = np.minimum.reduceat(np.where(good, np.arange(len(cand)), len(cand)), starts)
+        found = first_good < len(cand)
+        loc[pending[found]] = c_loc[first_good[found]]
+        px_off[pending[found]] = c_off[first_good[found]]
+        pending = pending[~found]
+    # fallback: the nearest in-organ point of a 41 x 41 x 5 grid (8 px, 0.01 z) around each
+    g = np.arange(-20, 21) * 8.0
+    gx, gy, gz = (a.ravel() for a in np.meshgrid(g, g, np.arange(-2, 3) * 0.01, indexing="ij"))
+    for i in pending.tolist():
+        x, y = _body_xy(loc[i : i + 1], px_off[i : i + 1])
+        n = len(gx)
+        cand_ok = _in_organ(
+            anatomy, np.full(n, pat[i]), np.full(n, types[i]), x + gx, y + gy, loc[i, 2] + gz
+        )
+        if cand_ok.any():
+            best = np.flatnonzero(cand_ok)[np.argmin((gx**2 + gy**2 + (gz * 800) ** 2)[cand_ok])]
+            loc[i, 2] += gz[best]
+            px_off[i] += (gx[best], gy[best])
 
 
 def _generate_chunk(
@@ -361,6 +514,9 @@ def _generate_chunk(
     split = np.where(u_split < _SPLIT_CUM[0], 1, np.where(u_split < _SPLIT_CUM[1], 2, 3))
     age0 = 5.0 + 90.0 * rng.beta(2.97, 2.72, n_pat)
     body_scale = np.clip(rng.normal(1.0, 0.06, n_pat), 0.85, 1.15)  # patient height
+    # independent streams: anatomy, lesion placement retries, lesion appearance
+    anat_rng, place_rng, look_rng = rng.spawn(3)
+    anatomy = Anatomy.draw(anat_rng, male)
 
     n_st = int(n_studies.sum())
     st_pat = np.repeat(np.arange(n_pat), n_studies)
@@ -382,12 +538,14 @@ def _generate_chunk(
     # ---- lesion tracks: births, lifetimes, measurements ----
     rate = burden[st_pat] * np.where(st_no == 1, 1.0, 1 - _P_SURVIVE)
     birth = np.repeat(np.arange(n_st), rng.poisson(rate))
-    m_track, m_study = _expand_tracks(rng, birth, st_last)
+    m_track, m_study, gap_track, gap_study = _expand_tracks(rng, birth, st_last)
     empty = np.flatnonzero(np.bincount(m_study, minlength=n_st) == 0)
     if len(empty):  # every study has at least one bookmark: add a new lesion there
-        f_track, f_study = _expand_tracks(rng, empty, st_last)
+        f_track, f_study, fg_track, fg_study = _expand_tracks(rng, empty, st_last)
         m_track = np.concatenate([m_track, f_track + len(birth)])
         m_study = np.concatenate([m_study, f_study])
+        gap_track = np.concatenate([gap_track, fg_track + len(birth)])
+        gap_study = np.concatenate([gap_study, fg_study])
         birth = np.concatenate([birth, empty])
     n_tr = len(birth)
 
@@ -407,15 +565,14 @@ def _generate_chunk(
     tr_type = np.where(
         rng.random(n_tr) < _P_MAIN_TYPE, main_type[tr_pat], _pick(rng, np.cumsum(_TYPE_P), n_tr) + 1
     )
-    comp = (rng.random(n_tr)[:, None] >= _LOC_CUM[tr_type - 1]).sum(axis=1)
-    tr_loc = (
-        _LOC_MEAN[tr_type - 1, comp] + rng.standard_normal((n_tr, 3)) * _LOC_SD[tr_type - 1, comp]
-    )
+    tr_loc, tr_px_off = _draw_locations(rng, tr_type)
     tr_log_long = np.log(_TYPE_MEDIAN_MM[tr_type - 1]) + rng.normal(0.0, _LOG_SD_LONG, n_tr)
     tr_trend = rng.normal(0.0, 0.12, n_tr)  # log growth per study: grows, shrinks, stable
     tr_ratio = rng.beta(4.62, 1.71, n_tr)
     tr_theta = rng.uniform(-np.pi, np.pi, n_tr)
-    tr_px_off = rng.normal(0.0, 1.0, (n_tr, 2)) * (8.0, 15.0)  # real residuals of the px fit
+    tr_cross = np.clip(rng.normal(0.5, 0.08, (n_tr, 2)), 0.22, 0.78)  # where the axes cross
+    # every lesion inside its organ in the phantom anatomy (redraws from its own stream)
+    _place_in_organs(place_rng, anatomy, tr_pat, tr_type, tr_loc, tr_px_off)
 
     # ---- double reads: one measurement of ~5% of tracks is read again on another series ----
     m_order = np.lexsort((m_study, m_track))
@@ -476,15 +633,17 @@ def _generate_chunk(
     short_px = long_px * ratio
     loc = np.clip(tr_loc[r_track] + rng.normal(0.0, 0.008, (n_rows, 3)), 0.01, 0.99)
 
-    theta = tr_theta[r_track] + rng.normal(0.0, 0.3, n_rows)  # each read draws its own axes
+    # the same ellipsoid in every study: each read finds about the same axes
+    theta = tr_theta[r_track] + rng.normal(0.0, 0.08, n_rows)
     perp = theta + np.where(rng.random(n_rows) < 0.5, 0.5, -0.5) * np.pi
     perp += np.clip(rng.normal(0.0, np.radians(1.0), n_rows), -np.radians(3), np.radians(3))
     ux, uy = np.cos(theta), np.sin(theta)
     vx, vy = np.cos(perp), np.sin(perp)
-    t = np.clip(rng.normal(0.5, 0.09, n_rows), 0.2, 0.8)  # where the axes cross
-    s = np.clip(rng.normal(0.5, 0.09, n_rows), 0.2, 0.8)
-    cx = _PX_FROM_LOC[0][0] + _PX_FROM_LOC[0][1] * loc[:, 0] + tr_px_off[r_track, 0]
-    cy = _PX_FROM_LOC[1][0] + _PX_FROM_LOC[1][1] * loc[:, 1] + tr_px_off[r_track, 1]
+    t = np.clip(tr_cross[r_track, 0] + rng.normal(0.0, 0.03, n_rows), 0.2, 0.8)
+    s = np.clip(tr_cross[r_track, 1] + rng.normal(0.0, 0.03, n_rows), 0.2, 0.8)
+    # pixel position: the track's anatomical place (the written location is a noisy estimate)
+    cx = _PX_FROM_LOC[0][0] + _PX_FROM_LOC[0][1] * tr_loc[r_track, 0] + tr_px_off[r_track, 0]
+    cy = _PX_FROM_LOC[1][0] + _PX_FROM_LOC[1][1] * tr_loc[r_track, 1] + tr_px_off[r_track, 1]
     cx += st_shift[r_study, 0]
     cy += st_shift[r_study, 1]
     xs = np.stack(
@@ -501,7 +660,7 @@ def _generate_chunk(
 
     # ---- key slices and slice ranges per series ----
     r_z = g_z[r_group]
-    z_mm = loc[:, 2] * _BODY_MM_PER_Z * body_scale[st_pat[r_study]]
+    z_mm = tr_loc[r_track, 2] * _BODY_MM_PER_Z * body_scale[st_pat[r_study]]
     n_groups = len(groups)
     # rows sorted by series group so that per-series reductions are contiguous
     by_group = np.argsort(r_group, kind="stable")
@@ -558,6 +717,34 @@ def _generate_chunk(
         age=age[rs].astype(np.int64),
         split=split[rp],
         track_no=tr_no[rt],
+        scene=SimpleNamespace(  # what the image renderer needs (references, no copies)
+            anatomy=anatomy,
+            first_patient=first_patient,
+            body_scale=body_scale,
+            look_rng=look_rng,
+            st_pat=st_pat,
+            st_no=st_no,
+            st_shift=st_shift,
+            st_spacing=st_spacing,
+            g_top=g_top,
+            g_z=g_z,
+            r_study=rs,
+            r_group=rg,
+            r_track=rt,
+            z_mm=z_mm[out],
+            tr_pat=tr_pat,
+            tr_type=tr_type,
+            tr_loc=tr_loc,
+            tr_px_off=tr_px_off,
+            tr_log_long=tr_log_long,
+            tr_trend=tr_trend,
+            tr_ratio=tr_ratio,
+            tr_theta=tr_theta,
+            tr_cross=tr_cross,
+            tr_birth_no=st_no[birth],
+            gap_track=gap_track,
+            gap_study=gap_study,
+        ),
     )
     _separate_duplicates(chunk)
     return chunk
@@ -776,6 +963,371 @@ def _format_chunk(chunk: _Chunk, first_row: int) -> tuple[bytes, bytes]:
     return b"".join(csv_parts), b"".join(track_parts)
 
 
+# ---- images: key slices of every volume, SSBR training volumes -----------------------------------
+_CZ_FACTOR = (0.8, 1.25)  # z semi-axis / half the short axis, per track
+_PNG_LEVEL = 1  # zlib level: the noise makes higher levels slow for ~5% smaller files
+_SSBR_Z_RANGE = (0.30, 0.95)  # chest to pelvis
+
+
+def _vol_name(patient: int, study: int, series: int) -> str:
+    return f"{patient:06d}_{study:02d}_{series:02d}"
+
+
+def _recist_of(
+    cx: np.ndarray,
+    cy: np.ndarray,
+    theta: np.ndarray,
+    long_px: np.ndarray,
+    short_px: np.ndarray,
+    cross: np.ndarray,
+) -> np.ndarray:
+    """RECIST endpoints (n, 8) of axes at angle theta crossing at fractions ``cross``."""
+    ux, uy = np.cos(theta), np.sin(theta)
+    vx, vy = -uy, ux
+    t, s = cross[:, 0], cross[:, 1]
+    return np.stack(
+        [cx - t * long_px * ux, cy - t * long_px * uy,
+         cx + (1 - t) * long_px * ux, cy + (1 - t) * long_px * uy,
+         cx - s * short_px * vx, cy - s * short_px * vy,
+         cx + (1 - s) * short_px * vx, cy + (1 - s) * short_px * vy], axis=1
+    )  # fmt: skip
+
+
+class _ChunkImages:
+    """Renders the key slices (and neighbours) of every volume of one chunk."""
+
+    def __init__(self, chunk: _Chunk, first_row: int, seed: int) -> None:
+        sc = chunk.scene
+        self.chunk, self.sc, self.seed = chunk, sc, seed
+        n_rows = len(chunk.patient)
+        self.row_number = np.arange(first_row, first_row + n_rows)
+        # appearance per track, drawn from its own stream (so rows never depend on it)
+        self.code, self.hu, self.rim = phantom.lesion_appearance(sc.look_rng, sc.tr_type)
+        self.czf = sc.look_rng.uniform(*_CZ_FACTOR, len(sc.tr_type))
+        rt, rg = sc.r_track, sc.r_group
+        spacing = chunk.xy_spacing
+        self.cz = 0.5 * chunk.diam[:, 1] * spacing * self.czf[rt]
+        dz = chunk.z_spacing
+        self.key_z = sc.g_top[rg] + (chunk.key - 0.5) * dz  # the key slice's plane, mm
+        # lesions present but not bookmarked in a study (track gaps): the same ellipsoid
+        gt, gs = sc.gap_track, sc.gap_study
+        steps = sc.st_no[gs] - sc.tr_birth_no[gt]
+        g_spacing = sc.st_spacing[gs]
+        long_mm = np.clip(
+            np.exp(sc.tr_log_long[gt] + sc.tr_trend[gt] * steps),
+            2.0,
+            np.minimum(250.0, 470 * g_spacing),
+        )
+        long_px = long_mm / g_spacing
+        short_px = long_px * np.clip(sc.tr_ratio[gt], 0.12, 1.0)
+        cx = _PX_FROM_LOC[0][0] + _PX_FROM_LOC[0][1] * sc.tr_loc[gt, 0] + sc.tr_px_off[gt, 0]
+        cy = _PX_FROM_LOC[1][0] + _PX_FROM_LOC[1][1] * sc.tr_loc[gt, 1] + sc.tr_px_off[gt, 1]
+        self.gap_recist = _recist_of(
+            cx + sc.st_shift[gs, 0], cy + sc.st_shift[gs, 1], sc.tr_theta[gt], long_px, short_px,
+            sc.tr_cross[gt],
+        )  # fmt: skip
+        self.gap_cz = 0.5 * short_px * g_spacing * self.czf[gt]
+        self.gap_z = sc.tr_loc[gt, 2] * _BODY_MM_PER_Z * sc.body_scale[sc.st_pat[gs]]
+        self.gap_order = np.argsort(gs, kind="stable")
+        self.gap_starts = np.searchsorted(gs[self.gap_order], np.arange(len(sc.st_no) + 1))
+        self.slices = self._slices()
+        self._decor_of, self._decor = -1, None
+
+    def _slices(self) -> list[tuple[int, int, list[int]]]:
+        """(study row, series group, slice numbers) of every volume, in row order."""
+        c, sc = self.chunk, self.sc
+        out = []
+        bounds = np.flatnonzero(np.diff(sc.r_group)) + 1
+        for rows in np.split(np.arange(len(c.patient)), bounds):
+            if not len(rows):
+                continue
+            want = set()
+            for i in rows.tolist():
+                lo, hi, k = int(c.slice_lo[i]), int(c.slice_hi[i]), int(c.key[i])
+                want.update(j for j in (k - 1, k, k + 1) if lo <= j <= hi)
+            out.append((int(sc.r_study[rows[0]]), int(sc.r_group[rows[0]]), sorted(want)))
+        return out
+
+    def count(self) -> int:
+        return sum(len(v[2]) for v in self.slices)
+
+    def _lesions(self, study: int, group: int) -> phantom.Lesions:
+        """Every lesion present in the study: the volume's own rows at their key slices, rows of
+        the study's other series and unmeasured lesions at the track's z."""
+        c, sc = self.chunk, self.sc
+        rows = np.flatnonzero(sc.r_study == study)
+        own = rows[sc.r_group[rows] == group]
+        other = rows[sc.r_group[rows] != group]
+        other = other[~np.isin(sc.r_track[other], sc.r_track[own])]
+        _, first = np.unique(sc.r_track[other], return_index=True)
+        other = other[np.sort(first)]
+        use = np.concatenate([own, other])
+        zc = np.concatenate([self.key_z[own], sc.z_mm[other]])
+        gaps = self.gap_order[self.gap_starts[study] : self.gap_starts[study + 1]]
+        gt = sc.gap_track[gaps]
+        rt = sc.r_track[use]
+        return phantom.Lesions.from_recist(
+            np.concatenate([c.recist[use], self.gap_recist[gaps]]),
+            zc=np.concatenate([zc, self.gap_z[gaps]]),
+            cz=np.concatenate([self.cz[use], self.gap_cz[gaps]]),
+            code=np.concatenate([self.code[rt], self.code[gt]]),
+            hu=np.concatenate([self.hu[rt], self.hu[gt]]),
+            rim=np.concatenate([self.rim[rt], self.rim[gt]]),
+            ident=np.concatenate([self.row_number[use], np.zeros(len(gaps), np.int64)]),
+        )
+
+    def volume(self, study: int, group: int) -> SimpleNamespace:
+        """Everything needed to render slices of one volume (series group of a study)."""
+        c, sc = self.chunk, self.sc
+        p = int(sc.st_pat[study])
+        patient, study_no = sc.first_patient + p, int(sc.st_no[study])
+        rows = np.flatnonzero(sc.r_group == group)
+        series = int(c.series[rows[0]])
+        if self._decor_of != p:  # patients come in order: keep the last one's decorations
+            self._decor = phantom.Decor.build(
+                sc.anatomy.one(p), np.random.default_rng([self.seed, 9, patient])
+            )
+            self._decor_of = p
+        return SimpleNamespace(
+            name=_vol_name(patient, study_no, series),
+            ids=(patient, study_no, series),
+            rows=rows,
+            anatomy=sc.anatomy.one(p),
+            decor=self._decor,
+            look=phantom.StudyLook.draw(np.random.default_rng([self.seed, 8, patient, study_no])),
+            lesions=self._lesions(study, group),
+            top=float(sc.g_top[group]),
+            dz=float(c.z_spacing[rows[0]]),
+            per_mm=_BODY_MM_PER_Z * float(sc.body_scale[p]),
+            shift=(float(sc.st_shift[study, 0]), float(sc.st_shift[study, 1])),
+        )
+
+    def render(self, vol: SimpleNamespace, k: int) -> phantom.SliceImage:
+        """Slice k (1-based) of a volume: HU, organ labels and lesion map."""
+        patient, study_no, series = vol.ids
+        z_mm = vol.top + (k - 0.5) * vol.dz
+        return phantom.render_slice(
+            vol.anatomy,
+            z_mm / vol.per_mm,
+            z_mm=z_mm,
+            shift=vol.shift,
+            look=vol.look,
+            lesions=vol.lesions,
+            decor=vol.decor,
+            noise_rng=np.random.default_rng([self.seed, 7, patient, study_no, series, k]),
+            study_rng=np.random.default_rng([self.seed, 8, patient, study_no, 1]),
+        )
+
+    def write(self, images_dir: Path, bar: Any, workers: int) -> int:
+        """Render and write every volume (patients shared out over ``workers`` processes)."""
+        pats = [int(self.sc.st_pat[study]) for study, _, _ in self.slices]
+        bounds = np.flatnonzero(np.diff(pats)) + 1
+        jobs = [(images_dir, v.tolist()) for v in np.split(np.arange(len(pats)), bounds)]
+        return _run_jobs(self, _write_volumes, jobs, workers, bar)
+
+    def truth_lines(self) -> list[str]:
+        """Ground truth per row: true type, appearance, organ, centre, anatomical place, z."""
+        c, sc = self.chunk, self.sc
+        rt = sc.r_track
+        body = sc.tr_loc[rt, :2] + sc.tr_px_off[rt] / (_PX_FROM_LOC[0][1], _PX_FROM_LOC[1][1])
+        les = phantom.Lesions.from_recist(c.recist, zc=self.key_z, cz=self.cz)
+        shift = sc.st_shift[sc.r_study]
+        # the organ at the exact centre of the key slice (the organ map the image was drawn from)
+        pat = sc.st_pat[sc.r_study]
+        organ = phantom.labels_at(
+            sc.anatomy.take(pat),
+            les.cx - phantom.BODY_CENTRE_PX[0] - shift[:, 0],
+            les.cy - phantom.BODY_CENTRE_PX[1] - shift[:, 1],
+            self.key_z / (_BODY_MM_PER_Z * sc.body_scale[pat]),
+        )
+        lines = []
+        for i in range(len(c.patient)):
+            name = (
+                f"{_vol_name(int(c.patient[i]), int(c.study[i]), int(c.series[i]))}_{c.key[i]:03d}"
+            )
+            lines.append(
+                f"{self.row_number[i]},{name}.png,{c.patient[i]:06d}_L{c.track_no[i]:03d},"
+                f"{sc.tr_type[rt[i]]},{phantom.APPEARANCE_NAMES[self.code[rt[i]]]},"
+                f"{phantom.LABEL_NAMES[organ[i]]},{les.cx[i]:.2f},{les.cy[i]:.2f},"
+                f"{shift[i, 0]:.2f},{shift[i, 1]:.2f},{body[i, 0]:.5f},{body[i, 1]:.5f},"
+                f"{sc.tr_loc[rt[i], 2]:.5f},"
+                f"{self.key_z[i]:.2f},{self.cz[i]:.2f}\n"
+            )
+        return lines
+
+
+def _write_volumes(state: _ChunkImages, job: tuple[Path, list[int]], bar: Any) -> int:
+    """Write the volumes ``job[1]`` (indices into ``state.slices``) of one patient."""
+    images_dir, volumes = job
+    written = 0
+    for v in volumes:
+        study, group, slices = state.slices[v]
+        vol = state.volume(study, group)
+        folder = images_dir / vol.name
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in slices:
+            img = state.render(vol, k)
+            phantom.write_png16(folder / f"{k:03d}.png", img.hu, _PNG_LEVEL)
+            written += 1
+            if bar is not None:
+                bar.update(1)
+    return written
+
+
+_JOB_STATE: Any = None  # what forked workers render from (inherited, never pickled)
+
+
+def _job_in_worker(fn: Any, job: Any) -> int:
+    return fn(_JOB_STATE, job, None)
+
+
+def _run_jobs(state: Any, fn: Any, jobs: list, workers: int, bar: Any) -> int:
+    """Sum of ``fn(state, job, bar)`` over jobs; in ``workers`` forked processes when > 1.
+
+    Every file a job writes depends only on the seeds, so the output is the same whatever the
+    number of workers or the order they finish in.
+    """
+    global _JOB_STATE
+    if workers <= 1 or len(jobs) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return sum(fn(state, job, bar) for job in jobs)
+    _JOB_STATE = state
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
+            futures = [pool.submit(_job_in_worker, fn, job) for job in jobs]
+            total = 0
+            for done in as_completed(futures):
+                n = done.result()
+                total += n
+                if bar is not None:
+                    bar.update(n)
+            return total
+    finally:
+        _JOB_STATE = None
+
+
+def _default_workers() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+_TRUTH_HEADER = (
+    "row_number,File_name,track_id,true_type,appearance,organ,center_x,center_y,"
+    "shift_x,shift_y,body_x,body_y,body_z,center_z_mm,semi_z_mm\n"
+)
+
+
+def _ssbr_z(state: SimpleNamespace, v: int) -> tuple[float, float]:
+    """First slice's z and the z span of SSBR volume v."""
+    per_mm = _BODY_MM_PER_Z * float(state.body_scale[v])
+    span = (int(state.n_slices[v]) - 1) * state.slice_mm / per_mm
+    lo, hi = _SSBR_Z_RANGE
+    return lo + float(state.u_start[v]) * max(hi - lo - span, 0.0), span
+
+
+def _write_ssbr_volume(state: SimpleNamespace, v: int, bar: Any) -> int:
+    """Render and write the slices of SSBR volume v (at twice the matrix, averaged 2 x 2)."""
+    seed, matrix = state.seed, state.matrix
+    patient = state.first_index + v
+    folder = state.out / _vol_name(patient, 1, 1)
+    folder.mkdir(parents=True, exist_ok=True)
+    z0, span = _ssbr_z(state, v)
+    n = int(state.n_slices[v])
+    anat = state.anatomy.one(v)
+    decor = phantom.Decor.build(anat, np.random.default_rng([seed, 12, patient]))
+    look = phantom.StudyLook.draw(np.random.default_rng([seed, 13, patient]))
+    for k in range(n):
+        img = phantom.render_slice(
+            anat,
+            z0 + k * span / max(n - 1, 1),
+            shape=(2 * matrix, 2 * matrix),
+            step=512.0 / (2 * matrix),
+            shift=(float(state.shift[v, 0]), float(state.shift[v, 1])),
+            look=look,
+            decor=decor,
+            study_rng=np.random.default_rng([seed, 13, patient, 1]),
+        )
+        hu = img.hu.reshape(matrix, 2, matrix, 2).mean(axis=(1, 3))
+        noise = np.random.default_rng([seed, 14, patient, k]).standard_normal(hu.shape)
+        hu = hu + np.where(hu > -999.0, 10.0 * noise, 0.0)
+        phantom.write_png16(folder / f"{k + 1:03d}.png", hu, _PNG_LEVEL)
+        if bar is not None:
+            bar.update(1)
+    return n
+
+
+def _write_ssbr_volumes(
+    out: Path,
+    n: int,
+    seed: int,
+    first_index: int,
+    matrix: int,
+    slice_mm: float,
+    bar: Any,
+    workers: int,
+) -> Path:
+    """N unlabelled volumes of contiguous axial slices for body-part regression training."""
+    rng = np.random.default_rng([seed, 11])
+    male = rng.random(n) < _P_MALE
+    state = SimpleNamespace(
+        out=out / SSBR_DIR,
+        seed=seed,
+        matrix=matrix,
+        slice_mm=slice_mm,
+        first_index=first_index,
+        anatomy=Anatomy.draw(rng, male),
+        body_scale=np.clip(rng.normal(1.0, 0.06, n), 0.85, 1.15),
+        n_slices=rng.integers(40, 81, n),
+        fov=np.where(
+            rng.random(n) < _P_COMMON_FOV,
+            _COMMON_FOV[_pick(rng, np.cumsum(_COMMON_FOV_P), n)],
+            rng.integers(_FOV_RANGE[0], _FOV_RANGE[1] + 1, n),
+        ),
+        u_start=rng.random(n),
+        shift=rng.normal(0.0, 4.0, (n, 2)),
+    )
+    volumes = []
+    for v in range(n):
+        name = _vol_name(first_index + v, 1, 1)
+        z0, span = _ssbr_z(state, v)
+        volumes.append(
+            {
+                "volume": name,
+                "slices": int(state.n_slices[v]),
+                "z_first": round(z0, 6),
+                "z_last": round(z0 + span, 6),
+                "slice_spacing_mm": slice_mm,
+                "pixel_spacing_mm": round(float(state.fov[v]) / matrix, 6),
+                "matrix": [matrix, matrix],
+            }
+        )
+    if bar is not None:
+        bar.total = int(state.n_slices.sum())
+        bar.refresh()
+    _run_jobs(state, _write_ssbr_volume, list(range(n)), workers, bar)
+    meta = {
+        "synthetic": True,
+        "generator": GENERATOR,
+        "version": VERSION,
+        "seed": seed,
+        "volumes_dir": SSBR_DIR,
+        "png": "16-bit grey, pixel = HU + 32768 (DeepLesion convention), slices numbered 001..",
+        "z": "normalised body position (0 vertex .. 1 mid-thigh), as DeepLesion's location z; "
+        "slice k (1-based) lies at z_first + (k - 1) * (z_last - z_first) / (slices - 1)",
+        "note": (
+            "SYNTHETIC CT phantom volumes, not real patients: unlabelled, for self-supervised "
+            "body-part regression training."
+        ),
+        "volumes": volumes,
+    }
+    path = out / SSBR_METADATA_NAME
+    path.write_text(json.dumps(meta, indent=2) + "\n", encoding="ascii")
+    return path
+
+
 def write_synthetic_dl_info(
     out_dir: str | Path,
     *,
@@ -783,14 +1335,28 @@ def write_synthetic_dl_info(
     seed: int = 0,
     first_patient_index: int = 1,
     lesions_per_study_mean: float = _DEFAULT_LESIONS_PER_STUDY,
+    images: bool = False,
+    ssbr_volumes: int = 0,
+    ssbr_matrix: int = 128,
+    ssbr_slice_mm: float = 5.0,
+    workers: int | None = None,
     progress: bool = False,
 ) -> SyntheticCohort:
     """Write a SYNTHETIC DeepLesion cohort (CSV, metadata JSON, track ground truth) to ``out_dir``.
 
     ``patients`` patients are numbered from ``first_patient_index`` (6-digit ids in file names).
     ``lesions_per_study_mean`` is the target mean number of rows per study (above ~1.6: every
-    study holds at least one lesion, and lesions persist into later studies). Output is
-    byte-identical for equal arguments.
+    study holds at least one lesion, and lesions persist into later studies).
+
+    ``images``: also render CT slices with :mod:`lesionkg.loaders.phantom`: for every volume
+    ``Images_png/{patient}_{study}_{series}/{slice:03d}.png`` for each lesion's key slice and its
+    two neighbours within the Slice_range (16-bit PNG, pixel = HU + 32768), plus
+    ``lesion_truth_synthetic.csv`` (true type, appearance, organ, centre and anatomical place of
+    every row). ``ssbr_volumes``: that many extra unlabelled volumes of contiguous slices
+    (``ssbr_slice_mm`` apart, ``ssbr_matrix`` square) under ``ssbr_volumes_synthetic/``, with
+    ``ssbr_volumes_synthetic.json``. ``workers``: processes that render images (default: the
+    usable CPU cores, at most 8; 1 renders in this process). The CSV rows do not depend on these
+    options, nor any file on ``workers``. Output is byte-identical for equal arguments.
     """
     if patients < 1:
         raise ValueError(f"patients must be >= 1, got {patients}")
@@ -798,30 +1364,46 @@ def write_synthetic_dl_info(
         raise ValueError(f"seed must be >= 0, got {seed}")
     if first_patient_index < 0 or first_patient_index + patients - 1 > 999_999:
         raise ValueError("patient indices must fit the 6-digit file names (0..999999)")
+    if ssbr_volumes < 0 or first_patient_index + patients + ssbr_volumes - 1 > 999_999:
+        raise ValueError("ssbr_volumes must be >= 0 and numbered within 6 digits after the cohort")
+    if not (16 <= ssbr_matrix <= 512 and 0.5 <= ssbr_slice_mm <= 20.0):
+        raise ValueError("ssbr_matrix must be in [16, 512] and ssbr_slice_mm in [0.5, 20]")
     lowest = _expected_rows_per_study(0.0)  # one forced lesion per study and its re-reads
     if not lowest < lesions_per_study_mean <= 50:
         raise ValueError(
             f"lesions_per_study_mean must be in ({lowest:.2f}, 50], got {lesions_per_study_mean}"
         )
+    workers = _default_workers() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, meta_path, tracks_path = out / CSV_NAME, out / METADATA_NAME, out / TRACKS_NAME
+    truth_path = out / TRUTH_NAME
     burden_mean = _burden_mean_for(lesions_per_study_mean)
 
     bar: Any = None
+    img_bar: Any = None
     if progress:
         from tqdm import tqdm
 
         # counts of patients (total known up front) with the rate, rows and studies so far
         bar = tqdm(total=patients, unit="patient", file=sys.stderr, desc="synthetic")
-    n_rows = n_studies = 0
+        if images:
+            img_bar = tqdm(total=0, unit="slice", file=sys.stderr, desc="images")
+    n_rows = n_studies = n_images = 0
     try:
         with (
             csv_path.open("wb") as f_csv,
             tracks_path.open("wb") as f_tracks,
+            truth_path.open("w", encoding="ascii", newline="")
+            if images
+            else nullcontext() as f_truth,
         ):
             f_csv.write((",".join(DL_INFO_COLUMNS) + "\n").encode("ascii"))
             f_tracks.write(b"row_number,File_name,track_id\n")
+            if f_truth is not None:
+                f_truth.write(_TRUTH_HEADER)
             for chunk_no, start in enumerate(range(0, patients, _CHUNK_PATIENTS)):
                 n_pat = min(_CHUNK_PATIENTS, patients - start)
                 # one independent stream per chunk: reproducible and order-free
@@ -830,15 +1412,49 @@ def write_synthetic_dl_info(
                 csv_text, tracks_text = _format_chunk(chunk, n_rows + 1)
                 f_csv.write(csv_text)
                 f_tracks.write(tracks_text)
+                if images:
+                    renderer = _ChunkImages(chunk, n_rows + 1, seed)
+                    if img_bar is not None:
+                        img_bar.total += renderer.count()
+                        img_bar.refresh()
+                    for f in (f_csv, f_tracks, f_truth):  # nothing buffered when workers fork
+                        f.flush()
+                    n_images += renderer.write(out / IMAGES_DIR, img_bar, workers)
+                    f_truth.writelines(renderer.truth_lines())
                 n_rows += len(chunk.patient)
                 n_studies += len(np.unique(chunk.patient * 100 + chunk.study))
                 if bar is not None:
                     bar.set_postfix_str(f"rows={n_rows:,} studies={n_studies:,}", refresh=False)
                     bar.update(n_pat)
+        ssbr_path = None
+        if ssbr_volumes:
+            if progress:
+                from tqdm import tqdm
+
+                img_bar = tqdm(total=0, unit="slice", file=sys.stderr, desc="ssbr volumes")
+            ssbr_path = _write_ssbr_volumes(
+                out,
+                ssbr_volumes,
+                seed,
+                first_patient_index + patients,
+                ssbr_matrix,
+                ssbr_slice_mm,
+                img_bar,
+                workers,
+            )
     finally:
         if bar is not None:
             bar.close()
+        if img_bar is not None:
+            img_bar.close()
+    if not images and truth_path.exists():
+        truth_path.unlink()  # a stale one from an earlier run would describe other images
 
+    files: dict[str, Any] = {"dl_info": CSV_NAME, "tracks": TRACKS_NAME}
+    if images:
+        files["lesion_truth"] = TRUTH_NAME
+    if ssbr_path is not None:
+        files["ssbr_volumes"] = SSBR_METADATA_NAME
     metadata = {
         "synthetic": True,
         "generator": GENERATOR,
@@ -849,11 +1465,21 @@ def write_synthetic_dl_info(
         "lesions": n_rows,
         "first_patient_index": first_patient_index,
         "lesions_per_study_mean": lesions_per_study_mean,
-        "files": {"dl_info": CSV_NAME, "tracks": TRACKS_NAME},
+        "images": {
+            "included": images,
+            "key_slices_and_neighbours": n_images,
+            "dir": IMAGES_DIR if images else None,
+            "png": "16-bit grey, pixel = HU + 32768 (DeepLesion convention)",
+            "renderer": "lesionkg.loaders.phantom (SYNTHETIC CT phantom)",
+        },
+        "ssbr_volumes": ssbr_volumes,
+        "files": files,
         "note": (
             "SYNTHETIC data, not real patients: generated by lesionkg.loaders.synthetic from "
             "seeded random distributions shaped after summary statistics of the DeepLesion "
-            "validation split. Do not use for any clinical or scientific conclusion."
+            "validation split"
+            + (", with CT images rendered from a synthetic phantom" if images else "")
+            + ". Do not use for any clinical or scientific conclusion."
         ),
     }
     meta_path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="ascii")
@@ -865,4 +1491,8 @@ def write_synthetic_dl_info(
         studies=n_studies,
         lesions=n_rows,
         seed=seed,
+        images=n_images,
+        truth_path=truth_path if images else None,
+        ssbr_volumes=ssbr_volumes,
+        ssbr_metadata_path=ssbr_path,
     )

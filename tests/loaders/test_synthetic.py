@@ -136,7 +136,7 @@ def test_metadata_counts_match_the_csv(cohort: SyntheticCohort, table: Table) ->
     studies = len(set(zip(table.patient.tolist(), table.study.tolist(), strict=True)))
     assert meta["synthetic"] is True
     assert meta["generator"] == "lesionkg.loaders.synthetic"
-    assert meta["version"] == 1
+    assert meta["version"] == 2
     assert meta["seed"] == cohort.seed == 11
     assert meta["patients"] == cohort.patients == len(set(table.patient.tolist())) == 300
     assert meta["studies"] == cohort.studies == studies
@@ -311,3 +311,340 @@ def test_synthetic_csv_parses_without_rejects(cohort: SyntheticCohort) -> None:
     rejected = [r for r in results if isinstance(r, RejectedRow)]
     assert rejected == []
     assert len(results) == cohort.lesions
+
+
+# ---- images ------------------------------------------------------------------------------------
+IMAGED_PATIENTS, IMAGED_SEED = 6, 7
+
+
+@pytest.fixture(scope="module")
+def imaged(tmp_path_factory: pytest.TempPathFactory) -> SyntheticCohort:
+    return write_synthetic_dl_info(
+        tmp_path_factory.mktemp("imaged"),
+        patients=IMAGED_PATIENTS,
+        seed=IMAGED_SEED,
+        images=True,
+        ssbr_volumes=3,
+        ssbr_matrix=64,
+    )
+
+
+@pytest.fixture(scope="module")
+def truth(imaged: SyntheticCohort) -> list[dict[str, str]]:
+    assert imaged.truth_path is not None
+    with imaged.truth_path.open(newline="", encoding="ascii") as f:
+        return list(csv.DictReader(f))
+
+
+def _hu(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    img = Image.open(path)
+    assert img.mode == "I;16"
+    return np.asarray(img, dtype=np.int32) - 32768
+
+
+def _expected_slices(t: Table) -> set[str]:
+    want = set()
+    for f, k, (lo, hi) in zip(t.file_name, t.key.tolist(), t.slice_range.tolist(), strict=True):
+        volume = f.rsplit("_", 1)[0]
+        want.update(f"{volume}/{j:03d}.png" for j in (k - 1, k, k + 1) if lo <= j <= hi)
+    return want
+
+
+def test_images_are_the_key_slices_and_their_neighbours(imaged: SyntheticCohort) -> None:
+    from lesionkg.loaders.images import find_key_slice
+
+    t = Table(imaged.csv_path)
+    root = imaged.csv_path.parent
+    images = {
+        p.relative_to(root / "Images_png").as_posix() for p in (root / "Images_png").rglob("*.png")
+    }
+    assert images == _expected_slices(t)
+    assert all(p.is_dir() for p in (root / "Images_png").iterdir())  # only volume folders
+    assert imaged.images == len(images)
+    for f in t.file_name:
+        found = find_key_slice(root, f)
+        assert found is not None and found.parent.parent.name == "Images_png"
+    some = _hu(root / "Images_png" / sorted(images)[0])
+    assert some.shape == (512, 512)
+    assert some.min() >= -1010 and some.max() < 3000
+    meta = json.loads(imaged.metadata_path.read_text(encoding="ascii"))
+    assert meta["images"]["included"] is True
+    assert meta["images"]["key_slices_and_neighbours"] == len(images)
+    assert meta["files"]["lesion_truth"] == "lesion_truth_synthetic.csv"
+    assert "images rendered from a synthetic phantom" in meta["note"]
+
+
+def test_truth_covers_every_row(imaged: SyntheticCohort, truth: list[dict[str, str]]) -> None:
+    t = Table(imaged.csv_path)
+    tracks = _tracks(imaged.tracks_path)
+    assert [r["File_name"] for r in truth] == t.file_name
+    assert [r["track_id"] for r in truth] == [r["track_id"] for r in tracks]
+    true_type = np.array([int(r["true_type"]) for r in truth])
+    assert np.all((true_type >= 1) & (true_type <= 8))
+    labelled = t.type != -1
+    assert np.array_equal(true_type[labelled], t.type[labelled])
+    assert (~labelled).any()  # unlabelled train rows still have a (hidden) true type
+
+
+def test_every_lesion_sits_in_its_organ(truth: list[dict[str, str]]) -> None:
+    from lesionkg.loaders import phantom
+
+    for r in truth:
+        allowed = {phantom.LABEL_NAMES[k] for k in phantom.TYPE_ORGANS[int(r["true_type"])]}
+        assert r["organ"] in allowed, r
+
+
+def _lesion_r(recist: np.ndarray, xx: np.ndarray, yy: np.ndarray, scale: float = 1.0):
+    """Normalised radius of the RECIST-shaped section (four quarter-ellipses)."""
+    p1, p2, q1, q2 = recist[0:2], recist[2:4], recist[4:6], recist[6:8]
+    u, v = p2 - p1, q2 - q1
+    m = np.array([u, -v]).T
+    t, s = np.linalg.solve(m, q1 - p1)
+    c = p1 + t * u
+    lu, lv = np.hypot(*u), np.hypot(*v)
+    det = (u[0] * v[1] - u[1] * v[0]) / (lu * lv)
+    dx, dy = xx - c[0], yy - c[1]
+    a = (dx * v[1] / lv - dy * v[0] / lv) / det
+    b = (u[0] / lu * dy - u[1] / lu * dx) / det
+    ea = np.where(a < 0, t * lu, (1 - t) * lu) * scale
+    eb = np.where(b < 0, s * lv, (1 - s) * lv) * scale
+    return np.hypot(a / ea, b / eb), c
+
+
+def _renderer(cohort: SyntheticCohort) -> synthetic._ChunkImages:
+    """The cohort's (single) chunk, regenerated, and its image renderer."""
+    chunk = synthetic._generate_chunk(
+        np.random.default_rng([cohort.seed, 0]),
+        1,
+        cohort.patients,
+        synthetic._burden_mean_for(synthetic._DEFAULT_LESIONS_PER_STUDY),
+    )
+    synthetic._format_chunk(chunk, 1)
+    return synthetic._ChunkImages(chunk, 1, cohort.seed)
+
+
+def test_lesions_show_their_type_against_their_organ(
+    imaged: SyntheticCohort, truth: list[dict[str, str]]
+) -> None:
+    from lesionkg.loaders import phantom as P
+
+    t = Table(imaged.csv_path)
+    root = imaged.csv_path.parent / "Images_png"
+    renderer = _renderer(imaged)
+    yy, xx = np.mgrid[0:512, 0:512]
+    checked = 0
+    appearance = {  # core HU range, expected sign of (lesion - surrounding organ)
+        "lung_nodule": ((0, 60), +1),
+        "liver_hypodense": ((-10, 50), -1),
+        "liver_rim": ((-10, 60), -1),
+        "kidney_cyst": ((-15, 35), -1),
+        "kidney_solid": ((15, 65), -1),
+        "bone_lytic": ((30, 160), -1),
+        "bone_sclerotic": ((550, 950), +1),
+        "node": ((15, 65), +1),
+        "soft_tissue": ((5, 60), 0),
+    }
+    for study, group, _slices in renderer.slices:
+        vol = renderer.volume(study, group)
+        for i in vol.rows.tolist():
+            k = int(t.key[i])
+            img = renderer.render(vol, k)
+            hu = _hu(root / vol.name / f"{k:03d}.png")
+            assert np.array_equal(hu, np.clip(np.rint(img.hu), -32768, 32767))  # same pixels
+            r, _ = _lesion_r(t.recist[i], xx, yy)
+            (lo, hi), sign = appearance[truth[i]["appearance"]]
+            organ = P.LABEL_NAMES.index(truth[i]["organ"])
+            others = (img.lesions > 0) & (img.lesions != i + 1)
+            core = (r < 0.5) & ~others
+            ring = (r > 1.3) & (r < 2.0) & (img.labels == organ) & ~others & (img.lesions != i + 1)
+            if core.sum() < 6 or ring.sum() < 15:
+                continue  # tiny lesions (blurred) or ones that fill their organ
+            checked += 1
+            assert lo <= hu[core].mean() <= hi, (truth[i], hu[core].mean())
+            if sign == 0:  # soft tissue: brighter than fat, darker than muscle
+                sign = +1 if organ == P.FAT else -1
+            if truth[i]["appearance"] == "node":  # its own halo of fat around it
+                ring = (r > 1.05) & (r < 1.2) & ~others
+            assert sign * (hu[core].mean() - np.median(hu[ring])) > 10, truth[i]
+    assert checked >= 0.5 * t.n
+
+
+def test_long_axis_matches_the_image(imaged: SyntheticCohort, truth: list[dict[str, str]]) -> None:
+    """Lesions with a strong edge (lung nodules, nodes in fat): the extent along the long axis,
+    read from the PNG at the half-way HU, is the row's long axis within 1.5 px."""
+    t = Table(imaged.csv_path)
+    root = imaged.csv_path.parent / "Images_png"
+    yy, xx = np.mgrid[0:512, 0:512]
+    checked = 0
+    for i, row in enumerate(truth):
+        if row["appearance"] not in ("lung_nodule", "node") or t.diam[i, 1] < 6:
+            continue
+        hu = _hu(root / (row["File_name"][:-8] + "/" + row["File_name"][-7:])).astype(float)
+        r, c = _lesion_r(t.recist[i], xx, yy)
+        inside = np.median(hu[r < 0.5])
+        outside = np.median(hu[(r > 1.05) & (r < 1.2)])  # lung, or the node's fat halo
+        if abs(inside - outside) < 100:
+            continue
+        p1, p2 = t.recist[i, 0:2], t.recist[i, 2:4]
+        d = (p2 - p1) / np.hypot(*(p2 - p1))
+        s = np.linspace(-3.0, np.hypot(*(p2 - p1)) + 3.0, 2000)
+        px, py = p1[0] + s * d[0], p1[1] + s * d[1]
+        x0, y0 = np.floor(px).astype(int), np.floor(py).astype(int)
+        fx, fy = px - x0, py - y0
+        v = (
+            hu[y0, x0] * (1 - fx) * (1 - fy)
+            + hu[y0, x0 + 1] * fx * (1 - fy)
+            + hu[y0 + 1, x0] * (1 - fx) * fy
+            + hu[y0 + 1, x0 + 1] * fx * fy
+        )
+        above = (v - (inside + outside) / 2) * np.sign(inside - outside) > 0
+        # the run of samples around the crossing point of the axes
+        mid = int(np.argmin(np.abs(s - np.hypot(*(c - p1)))))
+        assert above[mid]
+        if above[: mid + 1].all() or above[mid:].all():
+            continue  # the lesion touches something as bright (a rib, say): no edge to read
+        lo = mid - int(np.argmin(above[mid::-1]))
+        hi = mid + int(np.argmin(above[mid:]))
+        extent = s[hi - 1] - s[lo + 1]
+        assert abs(extent - t.diam[i, 0]) < 1.5, (row, extent, t.diam[i, 0])
+        checked += 1
+    assert checked >= 5
+
+
+def test_tracks_keep_their_place_and_grow_or_shrink(
+    imaged: SyntheticCohort, truth: list[dict[str, str]]
+) -> None:
+    t = Table(imaged.csv_path)
+    root = imaged.csv_path.parent / "Images_png"
+    rows_of: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(truth):
+        rows_of[r["track_id"]].append(i)
+    moved = 0
+    for rows in rows_of.values():
+        if len({t.study[i] for i in rows}) < 2:
+            continue
+        place = []
+        for i in rows:
+            r = truth[i]
+            # image position minus the study's positioning offset: the body frame
+            place.append(
+                (
+                    float(r["center_x"]) - float(r["shift_x"]),
+                    float(r["center_y"]) - float(r["shift_y"]),
+                )
+            )
+            assert (r["body_x"], r["body_y"], r["body_z"]) == (
+                truth[rows[0]]["body_x"], truth[rows[0]]["body_y"], truth[rows[0]]["body_z"]
+            )  # fmt: skip
+        place = np.array(place)
+        assert np.abs(place - place[0]).max() < 1.0
+        # and in the images: the same offset from the body's left and front edges
+        edges = []
+        for i in rows:
+            name = truth[i]["File_name"]
+            hu = _hu(root / name[:-8] / name[-7:])
+            x, y = round(float(truth[i]["center_x"])), round(float(truth[i]["center_y"]))
+            # the body's left edge on the lesion's rows, its front edge on the lesion's columns
+            left = np.flatnonzero((hu[y - 3 : y + 4] > -400).any(axis=0))[0]
+            front = np.flatnonzero((hu[:, x - 3 : x + 4] > -400).any(axis=1))[0]
+            edges.append((float(truth[i]["center_x"]) - left, float(truth[i]["center_y"]) - front))
+        edges = np.array(edges)
+        assert np.abs(edges - edges[0]).max() < 4.0, edges
+        moved += 1
+        sizes = t.diam[rows, 0] * t.spacing[rows, 0]
+        assert sizes.min() > 0
+    assert moved >= 3
+
+
+def test_images_are_reproducible(tmp_path: Path) -> None:
+    a = write_synthetic_dl_info(
+        tmp_path / "a", patients=2, seed=3, images=True, ssbr_volumes=1, ssbr_matrix=32
+    )
+    b = write_synthetic_dl_info(  # one process instead of the default pool: the same bytes
+        tmp_path / "b", patients=2, seed=3, images=True, ssbr_volumes=1, ssbr_matrix=32, workers=1
+    )
+    files_a = sorted(
+        p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file()
+    )
+    files_b = sorted(
+        p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file()
+    )
+    assert files_a == files_b and len(files_a) > 10 and a.images == b.images > 0
+    for f in files_a:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    # the rows never depend on the images
+    plain = write_synthetic_dl_info(tmp_path / "c", patients=2, seed=3)
+    assert plain.csv_path.read_bytes() == a.csv_path.read_bytes()
+    assert plain.tracks_path.read_bytes() == a.tracks_path.read_bytes()
+    assert not (tmp_path / "c" / "Images_png").exists() and plain.truth_path is None
+    meta = json.loads(plain.metadata_path.read_text(encoding="ascii"))
+    assert meta["images"]["included"] is False and "lesion_truth" not in meta["files"]
+
+
+def test_ssbr_volumes_are_contiguous_and_span_the_body(imaged: SyntheticCohort) -> None:
+    assert imaged.ssbr_metadata_path is not None
+    meta = json.loads(imaged.ssbr_metadata_path.read_text(encoding="ascii"))
+    root = imaged.csv_path.parent / "ssbr_volumes_synthetic"
+    assert meta["synthetic"] is True and len(meta["volumes"]) == imaged.ssbr_volumes == 3
+    names = [v["volume"] for v in meta["volumes"]]
+    assert names == sorted(p.name for p in root.iterdir())
+    assert names[0] == f"{IMAGED_PATIENTS + 1:06d}_01_01"  # numbered after the cohort
+    lung_like, pelvis_like = [], []
+    for v in meta["volumes"]:
+        files = sorted(p.name for p in (root / v["volume"]).iterdir())
+        assert files == [f"{k:03d}.png" for k in range(1, v["slices"] + 1)]
+        assert 40 <= v["slices"] <= 80 and v["slice_spacing_mm"] == 5.0
+        assert v["matrix"] == [64, 64] and 4.0 < v["pixel_spacing_mm"] < 8.0
+        assert 0.3 <= v["z_first"] < v["z_last"] <= 0.95
+        zs = np.linspace(v["z_first"], v["z_last"], v["slices"])
+        for k, z in enumerate(zs, start=1):
+            hu = _hu(root / v["volume"] / f"{k:03d}.png")
+            assert hu.shape == (64, 64)
+            body = hu > -400
+            rows = np.flatnonzero(body.any(axis=1))
+            cols = np.flatnonzero(body.any(axis=0))
+            box = hu[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            yy, xx = np.mgrid[-1 : 1 : box.shape[0] * 1j, -1 : 1 : box.shape[1] * 1j]
+            inner = box[xx**2 + yy**2 < 0.7**2]  # well inside the body outline
+            air = (inner < -600).mean()  # lungs (and little else)
+            if 0.42 <= z <= 0.52:  # mid chest
+                lung_like.append((air, inner.mean()))
+            elif z > 0.78:  # pelvis
+                pelvis_like.append((air, inner.mean()))
+    assert lung_like and pelvis_like  # this seed covers both ends
+    lung_air = np.array([a for a, _ in lung_like])
+    pelvis_air = np.array([a for a, _ in pelvis_like])
+    assert lung_air.min() > 0.2 and pelvis_air.max() < 0.05
+    assert np.mean([m for _, m in lung_like]) < np.mean([m for _, m in pelvis_like]) - 100
+
+
+def test_cli_writes_a_cohort_with_images(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lesionkg.cli import main
+
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    result = runner.invoke(
+        main, ["synth", "deeplesion", str(out), "--patients", "1", "--seed", "5"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "SYNTHETIC cohort: 1 patients" in result.output
+    assert any((out / "Images_png").rglob("*.png"))
+    out2 = tmp_path / "cli2"
+    args = [
+        "synth",
+        "deeplesion",
+        str(out2),
+        "--patients",
+        "1",
+        "--no-images",
+        "--ssbr-volumes",
+        "1",
+    ]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert not (out2 / "Images_png").exists()
+    assert (out2 / "ssbr_volumes_synthetic.json").is_file()
