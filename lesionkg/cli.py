@@ -720,14 +720,29 @@ def synth_deeplesion(out_dir, patients, seed, first_patient, images, ssbr_volume
     show_default=True,
     help="Folder for the generated synthetic data.",
 )
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="Key-slice PNGs of --data (then a model is trained on them).",
+)
 @click.option("--patients", type=click.IntRange(1), default=60, show_default=True)
+@click.option("--no-train", is_flag=True, help="Load only: no model training, no embeddings.")
 @click.pass_context
-def demo(ctx, data, out, patients) -> None:
-    """Build a demo knowledge base and show what Cypher finds in it."""
+def demo(ctx, data, out, images, patients, no_train) -> None:
+    """Build a demo knowledge base (train, embed, load) and show what Cypher finds in it."""
     from lesionkg.pipeline import build_demo
 
     with _connect(ctx) as (driver, database):
-        report = build_demo(driver, database, out_dir=out, data=data, patients=patients)
+        report = build_demo(
+            driver,
+            database,
+            out_dir=out,
+            data=data,
+            images=images,
+            patients=patients,
+            train=not no_train,
+        )
     click.echo(report)
 
 

@@ -62,6 +62,43 @@ def _image_of(row: dict, images: Path | None) -> Path | None:
     return None
 
 
+@dataclass(frozen=True)
+class EmbeddedLesions:
+    """Lesions of the graph with an embedding: ``vectors (N, D)``, ``types (N,)`` (-1 unknown),
+    ``patients (N,)``, ``location (N, 3)`` normalised x, y, z."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    types: np.ndarray
+    patients: np.ndarray
+    location: np.ndarray
+
+
+def read_embeddings(
+    driver: Driver, database: str = "neo4j", *, split: str | None = None
+) -> EmbeddedLesions:
+    """The lesions with a ``triplet`` embedding (optionally of one split), in lesion id order."""
+    try:
+        rows, _, _ = driver.execute_query(
+            statement("embedded_lesions"),
+            space=SPACE,
+            split=split,
+            database_=database,
+            routing_=RoutingControl.READ,
+        )
+    except Neo4jError as exc:
+        raise DatabaseError(f"reading embeddings failed: {exc}") from exc
+    return EmbeddedLesions(
+        ids=[r["lesion_id"] for r in rows],
+        vectors=np.array([r["embedding"] for r in rows], dtype=np.float32).reshape(len(rows), -1),
+        types=np.array(
+            [-1 if r["coarse_type"] is None else r["coarse_type"] for r in rows], dtype=np.int64
+        ),
+        patients=np.array([r["patient_id"] for r in rows], dtype=object),
+        location=np.array([r["location"] for r in rows], dtype=np.float64).reshape(-1, 3),
+    )
+
+
 def write_matrix(path: Path, ids: list[str], vectors: np.ndarray, model_sha256: str) -> Path:
     """Write ``vectors (N, D)`` as ``path`` (.npy) with a JSON manifest beside it; returns it."""
     path = Path(path).with_suffix(".npy")

@@ -17,11 +17,12 @@ from pathlib import Path
 from neo4j import Driver
 from tqdm import tqdm
 
-from lesionkg.errors import InvalidInputError, LesionKGError
+from lesionkg.errors import InvalidInputError, LesionKGError, ModelError
 from lesionkg.graph import NODE_LABELS, WriteCounts, apply_schema, write_lesions
 from lesionkg.loaders.deeplesion import RejectedRow, parse_dl_info, write_rejects
 from lesionkg.loaders.images import find_key_slice
 from lesionkg.records import LesionRecord
+from lesionkg.statements import statement
 
 DEFAULT_BATCH = 5000
 #: concurrent write transactions; two keep both cores of a small machine busy (see bench/)
@@ -272,43 +273,136 @@ DEMO_QUERIES: tuple[tuple[str, str, dict[str, str]], ...] = (
 )
 
 
+#: The demo's small model: 32-pixel crops (1 and 3 mm/pixel) and 8 sequences per step keep
+#: training to a couple of minutes on two CPU cores (see README, "The triplet network").
+DEMO_TRAINING = {"steps": 40, "sequences_per_batch": 8, "crop_px": 32, "spacings_mm": (1.0, 3.0)}
+
+
+def _demo_model(
+    csv_path: Path, images: Path, model_dir: Path, seed: int, progress: bool
+) -> tuple[str, str]:
+    """Train (or find already trained) the demo's small model; its sha256 and a summary line."""
+    from lesionkg.model.training import TrainConfig, train_from_csv
+    from lesionkg.model.transforms import CropSpec, InputConfig
+
+    size = DEMO_TRAINING["crop_px"]
+    config = TrainConfig(
+        seed=seed,
+        steps=DEMO_TRAINING["steps"],
+        sequences_per_batch=DEMO_TRAINING["sequences_per_batch"],
+        checkpoint_every=10,
+        input=InputConfig(tuple(CropSpec(size, mm) for mm in DEMO_TRAINING["spacings_mm"])),
+    )
+    result = train_from_csv(csv_path, images, model_dir, config, progress=progress)
+    line = (
+        f"Triplet network: {result.steps} steps on {result.lesions} train/val lesions "
+        f"({size}-pixel crops, random start) in {result.seconds:.0f} s, final loss "
+        f"{result.final_loss:.3f} -> {model_dir}"
+    )
+    return result.sha256, line
+
+
+def _retrieval_line(driver: Driver, database: str) -> str:
+    from lesionkg.embedding import read_embeddings
+    from lesionkg.evaluation import type_precision_at_k
+
+    held_out = read_embeddings(driver, database, split="test")
+    labelled = held_out.types != -1
+    if labelled.sum() < 10 or len(set(held_out.patients)) < 3:
+        return "Too few held-out (test split) lesions to score retrieval."
+    ours = type_precision_at_k(held_out.vectors, held_out.types, held_out.patients, k=5)
+    where = type_precision_at_k(held_out.location, held_out.types, held_out.patients, k=5)
+    return (
+        f"Type precision@5 on the {int(labelled.sum())} held-out (test split) lesions, other "
+        f"patients only: triplet embedding {ours:.3f}, location-only baseline {where:.3f}"
+    )
+
+
 def build_demo(
     driver: Driver,
     database: str,
     *,
     out_dir: str | Path = "demo-out",
     data: str | Path | None = None,
+    images: str | Path | None = None,
     patients: int = 60,
     seed: int = 7,
+    train: bool = True,
     progress: bool = True,
 ) -> str:
     """Build a demo knowledge base and return a text report of a few query results.
 
-    Without ``data`` a SYNTHETIC DeepLesion-format cohort is generated in ``out_dir`` (labelled
-    synthetic in its file names, its metadata file and on every node as ``dataset``).
+    Without ``data`` a SYNTHETIC DeepLesion-format cohort with CT images is generated in
+    ``out_dir`` (labelled synthetic in its file names, its metadata file and on every node as
+    ``dataset``). When images are there (generated, or ``images`` for ``data``) and ``train`` is
+    true, a small triplet network is trained on the train and val splits (``out_dir/model``;
+    re-running finds it) and every lesion is embedded.
     """
     from lesionkg.loaders.synthetic import write_synthetic_dl_info
     from lesionkg.queries import format_result, run_named
 
+    out = Path(out_dir)
     lines = []
     if data is None:
         cohort = write_synthetic_dl_info(
-            out_dir, patients=patients, seed=seed, first_patient_index=DEMO_FIRST_PATIENT
+            out,
+            patients=patients,
+            seed=seed,
+            first_patient_index=DEMO_FIRST_PATIENT,
+            images=True,
+            progress=progress,
         )
-        data = cohort.csv_path
+        data, images = cohort.csv_path, out
+        driver.execute_query(
+            statement("delete_demo_cohort"),
+            first_patient=f"{DEMO_FIRST_PATIENT:06d}",
+            database_=database,
+        )
         lines.append(
             f"SYNTHETIC demo cohort (not real patients): {cohort.patients} patients, "
-            f"{cohort.studies} studies, {cohort.lesions} lesions in {data}"
+            f"{cohort.studies} studies, {cohort.lesions} lesions, {cohort.images} CT slices "
+            f"in {out}"
         )
-    summary = load_deeplesion(driver, data, database=database, progress=progress)
+    summary = load_deeplesion(driver, data, database=database, images=images, progress=progress)
     lines.append(summary.describe())
-    first = run_named(driver, database, "largest_lesions_per_patient", {"limit": "1"})
     queries = list(DEMO_QUERIES)
+    if images is not None and train:
+        from lesionkg.embedding import embed_graph
+
+        try:
+            _, trained = _demo_model(Path(data), Path(images), out / "model", seed, progress)
+        except ModelError as exc:
+            trained = None
+            lines.append(f"The triplet network was not trained: {exc}")
+        if trained is not None:
+            embedded = embed_graph(
+                driver, out / "model", database=database, images=Path(images), progress=progress
+            )
+            lines += [
+                trained,
+                f"Embedded {embedded.embedded} of {embedded.lesions} lesions (1408-D, "
+                f"Lesion.embedding) in {embedded.seconds:.0f} s",
+                _retrieval_line(driver, database),
+            ]
+    else:
+        lines.append("No images: the triplet network was not trained (see --images).")
+    first = run_named(driver, database, "largest_lesions_per_patient", {"limit": "1"})
     if first.rows:
         patient = str(first.rows[0][0])
         queries.append(
             (f"Timeline of patient {patient}", "patient_timeline", {"patient_id": patient})
         )
+    if images is not None and train:
+        picked, _, _ = driver.execute_query(statement("demo_query_lesion"), database_=database)
+        if picked:
+            lesion = picked[0]["lesion_id"]
+            queries.append(
+                (
+                    f"Lesions of other patients most similar to {lesion}",
+                    "similar_by_embedding",
+                    {"lesion_id": lesion, "k": "5"},
+                )
+            )
     for title, name, params in queries:
         shown = " ".join(f"--param {k}={v}" for k, v in params.items())
         lines += [

@@ -86,6 +86,13 @@ class CropSpec:
 
     size_px: int
     spacing_mm: float
+    #: what the network pools in this crop: the lesion's box ("box") or the whole crop ("crop",
+    #: the lesion's surroundings: which organ, which tissue around it)
+    roi: str = "box"
+
+    def __post_init__(self) -> None:
+        if self.roi not in ("box", "crop"):
+            raise ModelError(f"crop roi {self.roi!r} is not 'box' or 'crop'")
 
 
 def _sample_coords(centre: float, spec: CropSpec, spacing_in: float) -> np.ndarray:
@@ -183,13 +190,13 @@ class InputConfig:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "crops": [[c.size_px, c.spacing_mm] for c in self.crops],
+            "crops": [[c.size_px, c.spacing_mm, c.roi] for c in self.crops],
             "window_hu": [self.window.low_hu, self.window.high_hu],
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InputConfig:
-        crops = tuple(CropSpec(int(s), float(mm)) for s, mm in data["crops"])
+        crops = tuple(CropSpec(int(c[0]), float(c[1]), *c[2:]) for c in data["crops"])
         low, high = data["window_hu"]
         return cls(crops, Window(float(low), float(high)))
 
@@ -202,6 +209,11 @@ class InputConfig:
             [self.window(resample_crop(stack, lesion.spacing_xy_mm, centre, c)) for c in self.crops]
         )
         boxes = np.stack(
-            [box_in_crop(lesion.bbox_px, lesion.spacing_xy_mm, centre, c) for c in self.crops]
+            [
+                box_in_crop(lesion.bbox_px, lesion.spacing_xy_mm, centre, c)
+                if c.roi == "box"
+                else np.array([0, 0, c.size_px, c.size_px], dtype=np.float32)
+                for c in self.crops
+            ]
         )
         return crops, boxes

@@ -8,9 +8,11 @@ skip and no mock.
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lesionkg import server
@@ -44,6 +46,23 @@ def train_csv() -> Path:
     if not TRAIN_CSV.is_file():
         pytest.fail(f"the real DeepLesion data is missing: {TRAIN_CSV} {MISSING_HINT}")
     return TRAIN_CSV
+
+
+@pytest.fixture(scope="session")
+def synthetic_images(tmp_path_factory) -> Path:
+    """12 SYNTHETIC patients in DeepLesion format with Images_png slices."""
+    from lesionkg.loaders.synthetic import write_synthetic_dl_info
+
+    out = tmp_path_factory.mktemp("synthetic_cohort")
+    write_synthetic_dl_info(out, patients=12, seed=4, images=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def true_types(synthetic_images) -> np.ndarray:
+    """The generator's true coarse type of every row (train rows carry -1 in the CSV)."""
+    with open(synthetic_images / "lesion_truth_synthetic.csv", newline="") as fh:
+        return np.array([int(row["true_type"]) for row in csv.DictReader(fh)])
 
 
 @pytest.fixture(scope="session")

@@ -155,17 +155,34 @@ def test_load_db_init_reset_round(runner, empty_graph, cli_args, deeplesion_dir)
 
 @pytest.mark.neo4j
 @pytest.mark.slow
-def test_demo_builds_a_synthetic_knowledge_base(runner, empty_graph, cli_args, tmp_path):
-    result = runner.invoke(
-        main, [*cli_args, "demo", "--out", str(tmp_path / "demo"), "--patients", "20"]
-    )
+def test_demo_builds_a_synthetic_knowledge_base(
+    runner, empty_graph, cli_args, tmp_path, monkeypatch
+):
+    from lesionkg import pipeline
+
+    # The demo's training, shrunk to seconds: what is tested is that it trains, embeds, shows.
+    tiny = {"steps": 2, "sequences_per_batch": 2, "crop_px": 16, "spacings_mm": (2.0, 5.0)}
+    monkeypatch.setattr(pipeline, "DEMO_TRAINING", tiny)
+    args = [*cli_args, "demo", "--out", str(tmp_path / "demo"), "--patients", "30"]
+    result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "SYNTHETIC demo cohort" in result.output
     assert "== Lesions per coarse type" in result.output
     assert "== Timeline of patient 9" in result.output
+    assert "Triplet network: 2 steps" in result.output
+    assert "Type precision@5" in result.output or "Too few held-out" in result.output
+    assert "== Lesions of other patients most similar to DL-" in result.output
     records, _, _ = empty_graph.execute_query(
-        "MATCH (l:Lesion) RETURN collect(DISTINCT l.dataset) AS ds, count(l) AS n"
+        "MATCH (l:Lesion) RETURN collect(DISTINCT l.dataset) AS ds, count(l) AS n, "
+        "count(l.embedding) AS embedded"
     )
     assert records[0]["ds"] == ["synthetic"] and records[0]["n"] > 20
+    # Every synthetic lesion has its slice, so every one is embedded.
+    assert records[0]["embedded"] == records[0]["n"]
     meta = json.loads((tmp_path / "demo" / "DL_info_synthetic.json").read_text())
     assert meta["synthetic"] is True and meta["lesions"] == records[0]["n"]
+    # Again: the earlier demo cohort is replaced, the model found, not retrained.
+    again = runner.invoke(main, args)
+    assert again.exit_code == 0, again.output
+    records, _, _ = empty_graph.execute_query("MATCH (l:Lesion) RETURN count(l) AS n")
+    assert records[0]["n"] == meta["lesions"]
