@@ -27,6 +27,20 @@ FORMAT = click.option(
 PARAM = click.option(
     "--param", "params", multiple=True, metavar="KEY=VALUE", help="Query parameter (repeatable)."
 )
+TEXT_OR_JSON = click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", help="Output format."
+)
+QUIET = click.option("--quiet", is_flag=True, help="No progress bar.")
+
+
+def device_option(default: str):
+    """``--device auto|cpu|cuda`` (auto: CUDA when available)."""
+    return click.option(
+        "--device", type=click.Choice(["auto", "cpu", "cuda"]), default=default, show_default=True
+    )
+
+
+DEVICE = device_option("auto")
 DATA_DIR = click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
@@ -109,7 +123,7 @@ def stop(data_dir) -> None:
 
 @neo4j_group.command()
 @DATA_DIR
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@TEXT_OR_JSON
 def status(data_dir, fmt) -> None:
     """Say whether the server runs, where and which version; exit 3 when it does not run."""
     st = server.status(data_dir or default_data_dir())
@@ -239,8 +253,8 @@ def load_group() -> None:
     show_default=True,
     help="Concurrent write transactions.",
 )
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@TEXT_OR_JSON
+@QUIET
 @click.pass_context
 def load_deeplesion_cmd(
     ctx, csv_path, images, skip_invalid, rejects, dataset, batch_size, writers, fmt, quiet
@@ -309,6 +323,7 @@ def _floats(text: str, n: int | None, option: str) -> tuple[float, ...]:
     help="Five-lesion sequences per mini-batch.",
 )
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.002, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
 @click.option("--margin", type=click.FloatRange(min=0), default=0.1, show_default=True)
 @click.option(
     "--rounds",
@@ -330,6 +345,14 @@ def _floats(text: str, n: int | None, option: str) -> tuple[float, ...]:
     show_default=True,
     help="mm per pixel of each crop (comma-separated; one crop each).",
 )
+@click.option(
+    "--context-pooling",
+    type=click.Choice(["crop", "box"]),
+    default="crop",
+    show_default=True,
+    help="What the network pools in the crops after the first: the whole crop (the lesion's "
+    "surroundings) or the lesion box. The first crop always pools the lesion box.",
+)
 @click.option("--window", default="-1024,1024", show_default=True, help="HU window min,max.")
 @click.option(
     "--backbone", type=click.Choice(["vgg16_bn", "vgg16"]), default="vgg16_bn", show_default=True
@@ -347,11 +370,9 @@ def _floats(text: str, n: int | None, option: str) -> tuple[float, ...]:
     help="Splits of the CSV to train on (the rest stays held out).",
 )
 @click.option("--checkpoint-every", type=click.IntRange(1), default=50, show_default=True)
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@DEVICE
+@TEXT_OR_JSON
+@QUIET
 def train_cmd(
     csv_path,
     images,
@@ -360,10 +381,12 @@ def train_cmd(
     seed,
     sequences,
     lr,
+    optimizer,
     margin,
     rounds,
     crop_size,
     crop_spacings,
+    context_pooling,
     window,
     backbone,
     backbone_weights,
@@ -386,12 +409,19 @@ def train_cmd(
         seed=seed,
         steps=steps,
         sequences_per_batch=sequences,
+        optimizer=optimizer,
         lr=lr,
         margin=margin,
         rounds=rounds,
         checkpoint_every=checkpoint_every,
         network=NetworkConfig(backbone=backbone),
-        input=InputConfig(tuple(CropSpec(crop_size, s) for s in spacings), Window(low, high)),
+        input=InputConfig(
+            tuple(
+                CropSpec(crop_size, mm, "box" if i == 0 else context_pooling)
+                for i, mm in enumerate(spacings)
+            ),
+            Window(low, high),
+        ),
     )
     result = train_from_csv(
         csv_path,
@@ -434,11 +464,9 @@ def train_cmd(
     help="Matrix file for the similarity index [default: MODEL/embeddings.npy].",
 )
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@DEVICE
+@TEXT_OR_JSON
+@QUIET
 @click.pass_context
 def embed_cmd(ctx, model_dir, images, matrix, batch_size, device, fmt, quiet) -> None:
     """Write Lesion.embedding (1408-D) for every lesion of the graph that has an image."""
@@ -582,11 +610,9 @@ def ssbr_group() -> None:
     help="torchvision VGG-16 weights file for --backbone [default: random start].",
 )
 @click.option("--checkpoint-every", type=click.IntRange(1), default=250, show_default=True)
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@DEVICE
+@TEXT_OR_JSON
+@QUIET
 def ssbr_train_cmd(
     volumes,
     out,
@@ -633,10 +659,8 @@ def ssbr_train_cmd(
     help="Model folder written by 'lesionkg ssbr train'.",
 )
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True
-)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@device_option("cpu")
+@TEXT_OR_JSON
 def ssbr_predict_cmd(model_dir, paths, device, fmt) -> None:
     """Score slices (16-bit PNGs, or volume folders: all their slices): path, score, z.
 

@@ -291,7 +291,12 @@ def _demo_model(
         steps=DEMO_TRAINING["steps"],
         sequences_per_batch=DEMO_TRAINING["sequences_per_batch"],
         checkpoint_every=10,
-        input=InputConfig(tuple(CropSpec(size, mm) for mm in DEMO_TRAINING["spacings_mm"])),
+        input=InputConfig(
+            tuple(
+                CropSpec(size, mm, "box" if i == 0 else "crop")
+                for i, mm in enumerate(DEMO_TRAINING["spacings_mm"])
+            )
+        ),
     )
     result = train_from_csv(csv_path, images, model_dir, config, progress=progress)
     line = (

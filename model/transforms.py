@@ -14,8 +14,10 @@ Each step is a small typed transform, tested against hand-computed NumPy on the 
    grey-level mean and standard deviation (what a torchvision backbone expects).
 
 :class:`InputConfig` chains them: several :class:`CropSpec` crops (multi-crop: a tight one at fine
-spacing and a context one at coarse spacing, i.e. also multi-scale) and the lesion box mapped into
-each crop's pixels, ready for :class:`lesionkg.model.network.LesionEmbedder`.
+spacing and a context one at coarse spacing, i.e. also multi-scale), each with the region the
+network pools in it: the lesion box mapped into the crop's pixels (``roi="box"``), or the whole
+crop (``roi="crop"``: the lesion's surroundings), ready for
+:class:`lesionkg.model.network.LesionEmbedder`.
 """
 
 from __future__ import annotations
@@ -173,7 +175,9 @@ class LesionImage:
 
 
 def _default_crops() -> tuple[CropSpec, ...]:
-    return (CropSpec(64, 1.0), CropSpec(64, 2.0))
+    # The tight crop pools the lesion; the context crop pools all of its 128 mm field of view,
+    # which tells the organ around the lesion (measured: bench/embedding_quality.py).
+    return (CropSpec(64, 1.0, "box"), CropSpec(64, 2.0, "crop"))
 
 
 @dataclass(frozen=True)

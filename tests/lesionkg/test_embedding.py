@@ -19,6 +19,7 @@ from lesionkg.model.network import LesionEmbedder
 from lesionkg.model.training import TrainConfig
 from lesionkg.model.transforms import CropSpec, InputConfig
 from lesionkg.pipeline import load_deeplesion
+from lesionkg.queries import run_named
 
 DATABASE = "neo4j"
 
@@ -46,7 +47,8 @@ def _images_without(cohort: Path, target: Path, missing: set[str]) -> Path:
 def _graph(driver) -> dict[str, dict]:
     records, _, _ = driver.execute_query(
         "MATCH (l:Lesion) RETURN l.lesion_id AS id, l.file_name AS file_name, "
-        "l.embedding AS embedding, l.embedding_model AS model, l.embedding_dim AS dim",
+        "l.embedding AS embedding, l.embedding_model AS model, l.embedding_dim AS dim, "
+        "l.patient_id AS patient",
         database_=DATABASE,
     )
     return {r["id"]: dict(r) for r in records}
@@ -86,6 +88,23 @@ def test_embed_writes_exactly_the_lesions_with_images(empty_graph, synthetic_ima
         np.testing.assert_allclose(row, lesions[lesion_id]["embedding"], rtol=1e-6)
     read = read_embeddings(empty_graph, DATABASE)
     assert set(read.ids) == embedded and read.vectors.shape == (len(embedded), 1408)
+
+    # The named query ranks other patients' lesions by cosine similarity, as NumPy does.
+    query = sorted(embedded)[0]
+    found = run_named(
+        empty_graph, DATABASE, "similar_by_embedding", {"lesion_id": query, "k": "4"}
+    ).as_dicts()
+    patient = {i: v["patient"] for i, v in lesions.items()}
+    others = [i for i in sorted(embedded) if patient[i] != patient[query]]
+    cosine = {
+        i: float(np.dot(lesions[i]["embedding"], lesions[query]["embedding"])) for i in others
+    }
+    expected = sorted(others, key=lambda i: -cosine[i])[:4]
+    assert [r["lesion_id"] for r in found] == expected
+    # Neo4j's vector.similarity.cosine is normalised to [0, 1]: (1 + cosine) / 2.
+    assert [r["similarity"] for r in found] == pytest.approx(
+        [(1 + cosine[i]) / 2 for i in expected], abs=1e-4
+    )
 
     # Again: the same vectors, nothing else changes.
     embed_graph(empty_graph, tmp_path / "model", database=DATABASE, images=images, progress=False)

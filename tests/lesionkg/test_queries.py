@@ -36,6 +36,7 @@ def test_every_shipped_query_runs(val_graph):
         "patient_timeline": {"patient_id": "000002"},
         "lesion": {"lesion_id": "DL-0000000000000000"},
         "lesions_by_type_and_size": {"coarse_type": "4"},
+        "similar_by_embedding": {"lesion_id": "DL-0000000000000000"},
     }
     for name in queries():
         result = run_named(val_graph, DB, name, required.get(name, {}))

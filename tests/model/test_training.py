@@ -54,7 +54,10 @@ def test_train_writes_a_loadable_checkpoint(labelled_set, tmp_path):
     ckpt = load_checkpoint(tmp_path, kind="triplet")
     assert ckpt.sha256 == result.sha256
     assert ckpt.config["backbone_init"] == {"source": "random", "seed": 0}
-    assert ckpt.config["lr"] == 0.01 and ckpt.config["input"]["crops"] == [[16, 2.0], [16, 5.0]]
+    assert ckpt.config["lr"] == 0.01 and ckpt.config["input"]["crops"] == [
+        [16, 2.0, "box"],
+        [16, 5.0, "box"],
+    ]
     assert len(ckpt.metrics["loss"]) == 4 and ckpt.metrics["steps_done"] == 4
 
 

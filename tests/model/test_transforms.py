@@ -190,3 +190,21 @@ def test_prepare_gives_crops_and_boxes(deeplesion_dir, real_rows):
 def test_crops_of_one_input_share_a_size():
     with pytest.raises(ModelError, match="one size"):
         InputConfig((CropSpec(64, 1.0), CropSpec(32, 2.0)))
+
+
+def test_context_crop_pools_the_whole_crop(deeplesion_dir, real_rows):
+    row = real_rows[0]
+    path = deeplesion_dir / "images" / row["File_name"]
+    bbox = tuple(_floats(row["Bounding_boxes"]))
+    config = InputConfig((CropSpec(32, 1.0, "box"), CropSpec(32, 3.0, "crop")))
+    _, boxes = config.prepare(LesionImage("x", row["File_name"], path, bbox, (0.8, 0.8)))
+    np.testing.assert_array_equal(boxes[1], [0, 0, 32, 32])
+    assert boxes[0, 2] - boxes[0, 0] < 32
+    assert InputConfig.from_json(config.to_json()) == config
+    # Checkpoints written before the roi field existed read as "box".
+    assert (
+        InputConfig.from_json({"crops": [[32, 1.0]], "window_hu": [-1024, 1024]}).crops[0].roi
+        == "box"
+    )
+    with pytest.raises(ModelError, match="roi 'lesion'"):
+        CropSpec(32, 1.0, "lesion")
