@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # The local Neo4j lives in $LESIONKG_HOME/neo4j (default ~/.lesionkg/neo4j), the same place the
 # lesionkg command looks for it when run by hand after `make demo`.
 
-.PHONY: setup demo test test-fast lint bench neo4j-start neo4j-stop clean
+.PHONY: setup demo test test-fast lint bench bench-model neo4j-start neo4j-stop clean
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,12 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/load_deeplesion.py
+
+# The model side: embedding throughput beside a bare VGG-16 forward pass, then retrieval quality
+# of a trained embedding beside the location-only baseline (trains for minutes on a CPU).
+bench-model: setup
+	$(BIN)/python bench/embed_throughput.py
+	$(BIN)/python bench/embedding_quality.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

@@ -1,5 +1,5 @@
-// Description: Lesions of other patients whose triplet embedding is closest (cosine) to a lesion's; exhaustive scan, fine for small graphs (issue 4 adds an index).
-// similarity is Neo4j's vector.similarity.cosine: (1 + cosine) / 2, in [0, 1].
+// Description: Lesions of other patients whose triplet embedding is closest to a lesion's, by
+// Neo4j's vector.similarity.cosine ((1 + cosine) / 2, in 0..1); an exhaustive scan.
 // @param lesion_id STRING  the query lesion (needs Lesion.embedding: run `lesionkg embed`)
 // @param k INTEGER = 5  how many lesions to return
 // Example: lesionkg query similar_by_embedding --param lesion_id=DL-0123456789abcdef --param k=5

@@ -79,6 +79,7 @@ def test_checkpoint_round_trip_gives_identical_embeddings(labelled_set, tmp_path
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_resumed_training_equals_an_uninterrupted_run(labelled_set, tmp_path):
     whole = train(labelled_set, tmp_path / "whole", _config(), device="cpu", progress=False)
     train(labelled_set, tmp_path / "parts", _config(steps=2), device="cpu", progress=False)
@@ -95,6 +96,7 @@ def test_resume_refuses_another_configuration(labelled_set, tmp_path):
         train(labelled_set, tmp_path, _config(steps=2, lr=0.5), device="cpu", progress=False)
 
 
+@pytest.mark.slow
 def test_pseudo_label_round_labels_unlabelled_lesions(labelled_set, true_types, tmp_path):
     hidden = np.arange(len(true_types)) % 3 == 0
     data = replace(labelled_set, types=np.where(hidden, -1, true_types))
@@ -124,6 +126,7 @@ def test_rows_without_image_are_counted(synthetic_images, tmp_path):
     assert data.lesions == [] and len(data.without_image) == len(rows)
 
 
+@pytest.mark.slow
 def test_cli_train(synthetic_images, tmp_path):
     out = tmp_path / "model"
     args = ["train", "--data", str(synthetic_images / "DL_info_synthetic.csv")]
