@@ -68,7 +68,7 @@ def main() -> None:
         raise SystemExit(f"the real key slices are missing: {IMAGES}")
 
     torch.manual_seed(0)
-    inputs = InputConfig((CropSpec(args.crop_size, 1.0), CropSpec(args.crop_size, 2.0)))
+    inputs = InputConfig((CropSpec(args.crop_size, 1.0), CropSpec(args.crop_size, 2.0, "crop")))
     config = TrainConfig(input=inputs)
     net = LesionEmbedder(NetworkConfig())
     with tempfile.TemporaryDirectory() as tmp:
