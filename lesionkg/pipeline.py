@@ -317,9 +317,10 @@ def _retrieval_line(driver: Driver, database: str) -> str:
         return "Too few held-out (test split) lesions to score retrieval."
     ours = type_precision_at_k(held_out.vectors, held_out.types, held_out.patients, k=5)
     where = type_precision_at_k(held_out.location, held_out.types, held_out.patients, k=5)
+    sample = " (a small sample: see bench/embedding_quality.py)" if labelled.sum() < 100 else ""
     return (
         f"Type precision@5 on the {int(labelled.sum())} held-out (test split) lesions, other "
-        f"patients only: triplet embedding {ours:.3f}, location-only baseline {where:.3f}"
+        f"patients only: triplet embedding {ours:.3f}, location-only baseline {where:.3f}{sample}"
     )
 
 
