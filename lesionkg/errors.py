@@ -57,19 +57,23 @@ class InvalidInputError(LesionKGError):
     #: how many problems the message spells out; the rest are counted (all are in ``problems``)
     shown = 20
 
-    def __init__(self, problems: list[Problem], *, written: int = 0) -> None:
+    def __init__(
+        self, problems: list[Problem], *, written: int = 0, outcome: str | None = None
+    ) -> None:
         self.problems = list(problems)
         self.written = written
         lines = [str(p) for p in self.problems[: self.shown]]
         more = len(self.problems) - len(lines)
         if more > 0:
             lines.append(f"... and {more} more problem(s)")
-        outcome = (
-            "nothing was written"
-            if written == 0
-            else f"{written} lesions before it were written (fix the file and load it again: "
-            "loading is idempotent)"
-        )
+        # What the refused operation did not do, for inputs that are not written to the graph.
+        if outcome is None:
+            outcome = (
+                "nothing was written"
+                if written == 0
+                else f"{written} lesions before it were written (fix the file and load it again: "
+                "loading is idempotent)"
+            )
         head = f"{len(self.problems)} problem(s) in the input; {outcome}"
         super().__init__(head + ":\n  " + "\n  ".join(lines))
 

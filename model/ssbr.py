@@ -186,7 +186,7 @@ TRAJECTORY_FIELDS = (
 
 
 def _problem(path: Path, reason: str) -> InvalidInputError:
-    return InvalidInputError([Problem(str(path), None, None, reason)])
+    return InvalidInputError([Problem(str(path), None, None, reason)], outcome="nothing was read")
 
 
 def _png_mode_problem(path: Path) -> str | None:
@@ -365,7 +365,7 @@ def scan_volumes(
                 problems.append(Problem(str(path), None, None, reason))
         volumes.append(Volume(folder.name, folder, numbers, tuple(p for _, p in slices), strides))
     if problems:
-        raise InvalidInputError(problems)
+        raise InvalidInputError(problems, outcome="nothing was trained")
     if not volumes:
         raise ModelError(
             f"{root}: none of its {len(folders)} volume folders has {m} equidistant slices "
@@ -913,7 +913,7 @@ def predict_slices(
         if reason is not None:
             problems.append(Problem(str(path), None, None, reason))
     if problems:
-        raise InvalidInputError(problems)
+        raise InvalidInputError(problems, outcome="nothing was scored")
     model = load_ssbr(model_dir, device)
     predictions = []
     for start in range(0, len(files), SCORE_BATCH):

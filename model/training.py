@@ -156,7 +156,7 @@ def read_training_rows(csv_path: Path, splits: Sequence[str] | None = None) -> l
         elif wanted is None or item.split in wanted:
             records.append(item)
     if problems:
-        raise InvalidInputError(problems)
+        raise InvalidInputError(problems, outcome="nothing was trained")
     return records
 
 

@@ -140,3 +140,20 @@ def test_cli_train(synthetic_images, tmp_path):
     assert summary["sha256"] == load_checkpoint(out).sha256
     bad = CliRunner().invoke(main, [*args[:-3], "--window", "100,-100"])
     assert bad.exit_code == 2 and "min must be below max" in bad.output
+
+
+def test_bad_rows_stop_training_with_every_problem(synthetic_images, tmp_path):
+    import csv
+
+    from lesionkg.errors import InvalidInputError
+    from lesionkg.model.training import read_training_rows
+
+    with open(synthetic_images / "DL_info_synthetic.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    rows[2][rows[0].index("Coarse_lesion_type")] = "9"  # line 3: not a DeepLesion type
+    bad = tmp_path / "bad.csv"
+    with open(bad, "w", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows(rows)
+    with pytest.raises(InvalidInputError, match=r"nothing was trained") as err:
+        read_training_rows(bad, None)
+    assert [(p.line, p.column) for p in err.value.problems] == [(3, "Coarse_lesion_type")]
