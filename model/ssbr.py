@@ -72,17 +72,11 @@ from lesionkg.errors import InvalidInputError, ModelError, Problem
 from lesionkg.model.checkpoint import CONFIG_FILE, file_sha256, load_checkpoint, save_checkpoint
 from lesionkg.model.device import resolve_device
 from lesionkg.model.network import BACKBONES, load_backbone_weights, vgg16_features
+from lesionkg.model.transforms import HU_OFFSET, SIXTEEN_BIT_MODES, Window, read_hu_png
 
 KIND = "ssbr"
 OPTIMIZER_FILE = "optimizer.pt"
 LOSS_CURVE_FILE = "loss_curve.png"
-#: DeepLesion's PNGs store HU + 32768 as unsigned 16-bit
-HU_OFFSET = 32768
-#: torchvision's ImageNet mean and std averaged over R, G, B
-IMAGE_MEAN = 0.449
-IMAGE_STD = 0.226
-#: modes Pillow gives a 16-bit grayscale PNG ("I" in older Pillow versions)
-SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 SLICE_NAME = re.compile(r"^(\d+)\.png$")
 #: slices per forward pass when scoring
 SCORE_BATCH = 64
@@ -214,9 +208,7 @@ def read_hu_slice(path: Path) -> np.ndarray:
     reason = _png_mode_problem(path)
     if reason is not None:
         raise _problem(path, reason)
-    with Image.open(path) as image:
-        pixels = np.asarray(image, dtype=np.int32)
-    return (pixels - HU_OFFSET).astype(np.float32)
+    return read_hu_png(path)
 
 
 def preprocess_slices(
@@ -224,15 +216,14 @@ def preprocess_slices(
 ) -> torch.Tensor:
     """Network input ``(N, 1, size, size)`` float32 from HU slices ``(N, H, W)``.
 
-    Clips to ``window`` (HU), maps to [0, 1], normalises with :data:`IMAGE_MEAN` and
-    :data:`IMAGE_STD`, and resizes (bilinear, antialiased). The network replicates the channel.
+    Clips to ``window`` (HU), maps to [0, 1], normalises like ImageNet grey levels
+    (:class:`~lesionkg.model.transforms.Window`), and resizes (bilinear, antialiased). The network
+    replicates the channel.
     """
     hu = np.asarray(hu_slices, dtype=np.float32)
     if hu.ndim != 3 or hu.shape[0] == 0 or min(hu.shape[1:]) < 2:
         raise ModelError(f"hu_slices: expected an array (N, H, W) of HU, got shape {hu.shape}")
-    low, high = window
-    unit = (np.clip(hu, low, high) - low) / (high - low)
-    tensor = torch.from_numpy((unit - IMAGE_MEAN) / IMAGE_STD).unsqueeze(1)
+    tensor = torch.from_numpy(Window(*window)(hu)).unsqueeze(1)
     if tensor.shape[-2:] != (size, size):
         tensor = F.interpolate(
             tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True

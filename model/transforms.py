@@ -33,6 +33,8 @@ from lesionkg.errors import ModelError
 
 HU_OFFSET = 32768
 AIR_HU = -1024.0
+#: modes Pillow gives a 16-bit grayscale PNG ("I" in older Pillow versions)
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 #: ImageNet's RGB means and standard deviations averaged over the channels (grey CT input)
 IMAGENET_GREY_MEAN = 0.449
 IMAGENET_GREY_STD = 0.226
@@ -42,7 +44,7 @@ def read_hu_png(path: Path) -> np.ndarray:
     """A DeepLesion 16-bit PNG as HU, ``float32 (H, W)``."""
     try:
         with Image.open(path) as img:
-            if img.mode not in ("I;16", "I;16B", "I"):
+            if img.mode not in SIXTEEN_BIT_MODES:
                 raise ModelError(
                     f"{path}: image mode {img.mode!r}, expected a 16-bit grey PNG (HU + 32768)"
                 )
