@@ -11,6 +11,7 @@ WHERE b.patient_id <> a.patient_id AND b.embedding IS NOT NULL
 WITH a, b, vector.similarity.cosine(a.embedding, b.embedding) AS similarity
 ORDER BY similarity DESC
 LIMIT $k
-RETURN b.lesion_id AS lesion_id, b.patient_id AS patient_id, b.coarse_type_name AS type,
-       a.coarse_type_name AS query_type, round(b.long_axis_mm, 1) AS long_axis_mm,
-       round(similarity, 4) AS similarity
+RETURN b.lesion_id AS lesion_id, b.patient_id AS patient_id,
+       coalesce(b.coarse_type_name, 'unlabelled') AS type,
+       coalesce(a.coarse_type_name, 'unlabelled') AS query_type,
+       round(b.long_axis_mm, 1) AS long_axis_mm, round(similarity, 4) AS similarity
