@@ -141,8 +141,3 @@ def load_checkpoint(directory: Path, kind: str | None = None) -> Checkpoint:
     metrics_path = directory / METRICS_FILE
     metrics = _read_json(metrics_path) if metrics_path.is_file() else {}
     return Checkpoint(directory, str(found_kind), header["config"], state_dicts, metrics, sha)
-
-
-def checkpoint_sha256(directory: Path) -> str:
-    """The checkpoint's identity: sha256 of its weights file, as recorded in ``config.json``."""
-    return load_checkpoint(directory).sha256

@@ -379,7 +379,8 @@ class SliceStore:
         for path in paths:
             tensor = self._cache.get(path)
             if tensor is None:
-                tensor = preprocess_slices(read_hu_slice(path)[None], self.size, self.window)[0]
+                # scan_volumes checked every slice's header already: read it once, not twice.
+                tensor = preprocess_slices(read_hu_png(path)[None], self.size, self.window)[0]
                 if len(self._cache) < self.capacity:
                     self._cache[path] = tensor
             out.append(tensor)
@@ -909,10 +910,11 @@ def predict_slices(
     predictions = []
     for start in range(0, len(files), SCORE_BATCH):
         chunk = files[start : start + SCORE_BATCH]
-        # Slices of different sizes: preprocess one by one, then score together.
+        # Slices of different sizes: preprocess one by one, then score together. Every file's
+        # header was checked above, so each is read once.
         inputs = torch.cat(
             [
-                preprocess_slices(read_hu_slice(p)[None], model.config.size, model.config.window)
+                preprocess_slices(read_hu_png(p)[None], model.config.size, model.config.window)
                 for p in chunk
             ]
         )

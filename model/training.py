@@ -15,7 +15,6 @@ Every lesion's crops are prepared once and kept in memory as float16:
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -286,7 +285,12 @@ def _resume(
         raise ModelError(f"{state_path}: missing, cannot resume training") from exc
     net.load_state_dict(ckpt.state_dicts["network"])
     opt.load_state_dict(state["optimizer"])
-    return {"step": int(state["step"]), "types": state["types"].numpy(), "metrics": ckpt.metrics}
+    return {
+        "step": int(state["step"]),
+        "types": state["types"].numpy(),
+        "metrics": ckpt.metrics,
+        "sha256": ckpt.sha256,
+    }
 
 
 def train(
@@ -329,9 +333,8 @@ def train(
                 f"{out_dir}: checkpoint was trained on {len(types)} lesions, this data has "
                 f"{len(data.types)}; resume with the same data or choose another --out"
             )
-    sha = ""
+    sha = resumed["sha256"] if resumed is not None else ""
     if step >= config.steps:
-        sha = load_checkpoint(out_dir, kind=KIND).sha256
         return _result(out_dir, sha, metrics, data, dev)
 
     cache = _prepare_all(data, config.input, progress)
@@ -413,9 +416,7 @@ def _result(
 
 def describe(result: TrainResult) -> dict[str, Any]:
     """``result`` as plain JSON."""
-    out = asdict(result)
-    out["out_dir"] = str(result.out_dir)
-    return json.loads(json.dumps(out))
+    return {**asdict(result), "out_dir": str(result.out_dir)}
 
 
 def train_from_csv(
