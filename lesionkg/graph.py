@@ -19,7 +19,15 @@ from lesionkg.settings import Settings
 from lesionkg.statements import schema_statements, statement
 
 NODE_LABELS = ("Patient", "Study", "Lesion")
-COUNTED_KINDS = (*NODE_LABELS, "LesionType", "HAS_STUDY", "HAS_LESION", "OF_TYPE")
+COUNTED_KINDS = (
+    *NODE_LABELS,
+    "LesionType",
+    "HAS_STUDY",
+    "HAS_LESION",
+    "OF_TYPE",
+    "FOLLOWED_BY",
+    "SIMILAR_TO",
+)
 
 
 def open_driver(settings: Settings) -> Driver:

@@ -7,5 +7,7 @@ CALL () {
   UNION ALL MATCH ()-[r:HAS_STUDY]->() RETURN 'HAS_STUDY' AS kind, count(r) AS n
   UNION ALL MATCH ()-[r:HAS_LESION]->() RETURN 'HAS_LESION' AS kind, count(r) AS n
   UNION ALL MATCH ()-[r:OF_TYPE]->() RETURN 'OF_TYPE' AS kind, count(r) AS n
+  UNION ALL MATCH ()-[r:FOLLOWED_BY]->() RETURN 'FOLLOWED_BY' AS kind, count(r) AS n
+  UNION ALL MATCH ()-[r:SIMILAR_TO]->() RETURN 'SIMILAR_TO' AS kind, count(r) AS n
 }
 RETURN kind, n

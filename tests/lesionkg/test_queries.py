@@ -37,6 +37,9 @@ def test_every_shipped_query_runs(val_graph):
         "lesion": {"lesion_id": "DL-0000000000000000"},
         "lesions_by_type_and_size": {"coarse_type": "4"},
         "similar_by_embedding": {"lesion_id": "DL-0000000000000000"},
+        "patient_tracks": {"patient_id": "000002"},
+        "similar_patients": {"patient_id": "000002"},
+        "similar_lesions": {"lesion_id": "DL-0000000000000000"},
     }
     for name in queries():
         result = run_named(val_graph, DB, name, required.get(name, {}))
