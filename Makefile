@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # The local Neo4j lives in $LESIONKG_HOME/neo4j (default ~/.lesionkg/neo4j), the same place the
 # lesionkg command looks for it when run by hand after `make demo`.
 
-.PHONY: setup demo test test-fast lint bench bench-model neo4j-start neo4j-stop clean
+.PHONY: setup demo test test-fast lint bench bench-model bench-graph neo4j-start neo4j-stop clean
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,12 @@ bench: setup
 bench-model: setup
 	$(BIN)/python bench/embed_throughput.py
 	$(BIN)/python bench/embedding_quality.py
+
+# The lesion graph on the real validation split (matching, linking, retrieval, in a fresh Neo4j),
+# then hnswlib against exact search and Neo4j's vector index (SYNTHETIC vectors, 32k and 1M).
+bench-graph: setup
+	$(BIN)/python bench/graph_links.py
+	$(BIN)/python bench/similarity_index.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

@@ -24,3 +24,17 @@ CREATE INDEX lesion_file_name IF NOT EXISTS FOR (l:Lesion) ON (l.file_name);
 
 // per-patient scans that do not start from the Patient node (matching, tracks)
 CREATE INDEX lesion_patient_id IF NOT EXISTS FOR (l:Lesion) ON (l.patient_id);
+
+// In-Cypher nearest neighbours (db.index.vector.queryNodes) of the triplet network's embedding
+// (lesionkg.model.network.EMBEDDING_DIM); scores are (1 + cosine) / 2.
+CREATE VECTOR INDEX lesion_triplet IF NOT EXISTS
+FOR (l:Lesion) ON l.embedding
+OPTIONS {indexConfig: {`vector.dimensions`: 1408, `vector.similarity_function`: 'cosine'}};
+
+// The same for the metadata cues space (lesionkg.cues.CUE_DIM = 6); scores are
+// 1 / (1 + squared euclidean distance). Quantization is off: at 6 dimensions it merges distances
+// that differ (a vector 3 away could score like one 2.5 away).
+CREATE VECTOR INDEX lesion_cues IF NOT EXISTS
+FOR (l:Lesion) ON l.cues
+OPTIONS {indexConfig: {`vector.dimensions`: 6, `vector.similarity_function`: 'euclidean',
+                       `vector.quantization.enabled`: false}};

@@ -518,6 +518,145 @@ def match_cmd(ctx, patient_id, fmt, quiet) -> None:
     )
 
 
+SPACE = click.option(
+    "--space",
+    type=click.Choice(["cues", "triplet"]),
+    default="cues",
+    show_default=True,
+    help="Embedding space: cues (metadata) or triplet (the network's, after `lesionkg embed`).",
+)
+
+
+@main.command(name="link")
+@SPACE
+@click.option("-k", "--k", "k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option(
+    "--other-patients", is_flag=True, help="Only neighbours of other patients (cohort retrieval)."
+)
+@click.option(
+    "--index-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where the HNSW index is kept [default: $LESIONKG_HOME/index/DATABASE].",
+)
+@TEXT_OR_JSON
+@QUIET
+@click.pass_context
+def link_cmd(ctx, space, k, other_patients, index_dir, fmt, quiet) -> None:
+    """Write SIMILAR_TO edges to every lesion's k nearest lesions in an embedding space."""
+    from lesionkg.linking import link_graph
+
+    with _connect(ctx) as (driver, database):
+        summary = link_graph(
+            driver,
+            space=space,
+            k=k,
+            other_patients=other_patients,
+            index_dir=index_dir,
+            database=database,
+            progress=not quiet,
+        )
+    if fmt == "json":
+        click.echo(json.dumps(summary.as_dict()))
+        return
+    built = "built" if summary.index_built else f"updated (+{summary.index_added})"
+    click.echo(
+        f"{summary.space}: {summary.lesions} lesions of {summary.dim}-D; index {built}, ef "
+        f"{summary.ef} (recall@10 {summary.recall_at_10:.3f} against exact search) -> "
+        f"{summary.index_path}\n{summary.edges} SIMILAR_TO edges ({summary.edges_per_s:.0f}/s), "
+        f"{summary.stale_edges_removed} stale removed; {summary.predicted_types} lesions without "
+        f"a given type got a predicted type; {summary.seconds:.1f} s"
+    )
+
+
+def _table(rows: list[dict], fmt: str) -> str:
+    from lesionkg.queries import QueryResult, format_result
+
+    columns = list(rows[0]) if rows else []
+    return format_result(QueryResult(columns, [list(r.values()) for r in rows]), fmt)
+
+
+@main.command(name="similar")
+@click.argument("lesion_id")
+@SPACE
+@click.option("-k", "--k", "k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option(
+    "--other-patients/--any-patient",
+    default=True,
+    show_default=True,
+    help="Only lesions of other patients.",
+)
+@click.option(
+    "--type", "coarse_type", default=None, help="Coarse type name or code (given, else predicted)."
+)
+@click.option("--min-mm", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@FORMAT
+@click.pass_context
+def similar_cmd(ctx, lesion_id, space, k, other_patients, coarse_type, min_mm, fmt) -> None:
+    """Lesions most similar to LESION_ID, through the space's Neo4j vector index."""
+    from lesionkg.cohort import similar_lesions
+
+    with _connect(ctx) as (driver, database):
+        rows = similar_lesions(
+            driver,
+            lesion_id,
+            k=k,
+            space=space,
+            other_patients=other_patients,
+            coarse_type=coarse_type,
+            min_mm=min_mm,
+            database=database,
+        )
+    click.echo(_table(rows, fmt))
+
+
+@main.command(name="similar-patients")
+@click.argument("patient_id")
+@SPACE
+@click.option("-k", "--k", "k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@FORMAT
+@click.pass_context
+def similar_patients_cmd(ctx, patient_id, space, k, fmt) -> None:
+    """Patients whose lesions are most similar to PATIENT_ID's (over SIMILAR_TO edges)."""
+    from lesionkg.cohort import similar_patients
+
+    with _connect(ctx) as (driver, database):
+        rows = similar_patients(driver, patient_id, k=k, space=space, database=database)
+    click.echo(_table(rows, fmt))
+
+
+@main.command(name="tracks")
+@click.argument("patient_id")
+@FORMAT
+@click.pass_context
+def tracks_cmd(ctx, patient_id, fmt) -> None:
+    """A patient's lesion tracks with the long-axis change from first to last measurement."""
+    from lesionkg.cohort import patient_tracks
+
+    with _connect(ctx) as (driver, database):
+        rows = patient_tracks(driver, patient_id, database=database)
+    click.echo(_table(rows, fmt))
+
+
+@main.command(name="response")
+@click.argument("patient_id")
+@TEXT_OR_JSON
+@click.pass_context
+def response_cmd(ctx, patient_id, fmt) -> None:
+    """RECIST 1.1-style response of each follow-up study of a patient (from its tracks)."""
+    from dataclasses import asdict
+
+    from lesionkg.cohort import patient_response
+    from lesionkg.response import describe_response
+
+    with _connect(ctx) as (driver, database):
+        report = patient_response(driver, patient_id, database=database)
+    if fmt == "json":
+        click.echo(json.dumps(asdict(report)))
+        return
+    click.echo(describe_response(report))
+
+
 @main.group(name="evaluate", cls=_Group)
 def evaluate_group() -> None:
     """Measure tracks and retrieval against ground truth and baselines."""
@@ -564,6 +703,47 @@ def evaluate_matching_cmd(ctx, pairs_path, fmt) -> None:
         f"targets recall >= {report.targets['recall']}, precision >= "
         f"{report.targets['precision']}: {'met' if met else 'NOT met'}"
     )
+
+
+@evaluate_group.command(name="retrieval")
+@SPACE
+@click.option("-k", "--k", "k", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option(
+    "--labels",
+    "labels_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="LesaNet labels CSV (File_name, relevant_labels) for label precision@k.",
+)
+@TEXT_OR_JSON
+@click.pass_context
+def evaluate_retrieval_cmd(ctx, space, k, labels_path, fmt) -> None:
+    """Type (and LesaNet label) precision@k over other patients, beside location baselines."""
+    from lesionkg.retrieval import evaluate_retrieval
+
+    with _connect(ctx) as (driver, database):
+        report = evaluate_retrieval(
+            driver, space=space, k=k, labels_path=labels_path, database=database
+        )
+    if fmt == "json":
+        click.echo(json.dumps(report.as_dict()))
+        return
+    click.echo(
+        f"{report.lesions} lesions with a {report.space} vector, {report.labelled} with a given "
+        f"type; neighbours from other patients only, k = {report.k}"
+    )
+    if report.labels_file:
+        click.echo(
+            f"LesaNet labels: {report.lesions_with_labels} lesions; {report.labels_unresolved} "
+            "label rows not used (their key slice holds several lesions or none of the graph)"
+        )
+    click.echo(f"{'embedding':<24}{'dim':>6}{'type P@k':>10}{'type vote acc':>15}{'label P@k':>11}")
+    for r in report.results:
+        label = "-" if r.label_precision is None else _rate(r.label_precision)
+        click.echo(
+            f"{r.name:<24}{r.dim:>6}{_rate(r.type_precision):>10}"
+            f"{_rate(r.type_vote_accuracy):>15}{label:>11}"
+        )
 
 
 # --- query and cypher ---------------------------------------------------------------------------

@@ -14,7 +14,8 @@ section 3.3), matching is a graph problem on one patient's lesions:
      across studies than x and y, so it gets a smaller scale;
    - ``size_weight * |log(long_a / long_b)| / size_scale``: lesions grow and shrink, so size is a
      soft cue;
-   - ``type_weight`` when both types are known and differ (a given type, else a predicted one);
+   - ``type_weight`` when both given types are known and differ (predicted types are not used:
+     they are votes of nearby lesions, i.e. the location again);
    - ``embedding_weight * cosine distance / embedding_scale`` when both have an embedding.
 
 3. **Pruning** (networkx's union-find): candidate edges are merged into tracks cheapest first; an
@@ -47,7 +48,7 @@ class MatchLesion:
     """What matching needs of one lesion of one patient.
 
     ``location``: DeepLesion's normalised x, y, z in 0..1; ``long_axis_mm``: RECIST long axis;
-    ``coarse_type``: given (1..8) or predicted type, ``None`` when unknown; ``embedding``: a unit
+    ``coarse_type``: the given type (1..8), ``None`` when unknown; ``embedding``: a unit
     vector ``(D,)`` in one space, or ``None``.
     """
 

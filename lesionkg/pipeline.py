@@ -324,6 +324,82 @@ def _retrieval_line(driver: Driver, database: str) -> str:
     )
 
 
+def _graph_lines(
+    driver: Driver,
+    database: str,
+    index_dir: Path,
+    *,
+    embedded: bool,
+    first_patient: str | None,
+    pairs: Path | None,
+    progress: bool,
+) -> list[str]:
+    """Link, match, and show a patient's tracks, response, similar patients and lesions."""
+    from lesionkg.cohort import patient_response, patient_tracks, similar_lesions, similar_patients
+    from lesionkg.linking import link_graph
+    from lesionkg.queries import QueryResult, format_result
+    from lesionkg.response import describe_response
+    from lesionkg.tracking import evaluate_matching, match_graph
+
+    def table(rows: list[dict]) -> str:
+        columns = list(rows[0]) if rows else []
+        return format_result(QueryResult(columns, [list(r.values()) for r in rows]), "table")
+
+    lines = []
+    spaces = ["cues", "triplet"] if embedded else ["cues"]
+    for space in spaces:
+        linked = link_graph(
+            driver, space=space, k=10, index_dir=index_dir, database=database, progress=progress
+        )
+        lines.append(
+            f"Linked {linked.lesions} lesions in the {space} space ({linked.dim}-D): "
+            f"{linked.edges} SIMILAR_TO edges, hnswlib ef {linked.ef} (recall@10 "
+            f"{linked.recall_at_10:.3f}); {linked.predicted_types} unlabelled lesions got a "
+            "predicted type"
+        )
+    matched = match_graph(driver, database=database, progress=progress)
+    lines.append(
+        f"Matched {matched.lesions} lesions of {matched.patients} patients into {matched.tracks} "
+        f"tracks ({matched.multi_tracks} followed over two or more volumes)"
+    )
+    if pairs is not None:
+        scores = evaluate_matching(driver, pairs, database=database)
+        lines.append(
+            f"Tracks against the generator's true tracks ({scores.pairs} same-lesion pairs, "
+            f"lesionkg evaluate matching --pairs {pairs}): recall {scores.ours.recall:.3f}, "
+            f"precision {scores.ours.precision:.3f}; the Hungarian location baseline "
+            f"{scores.baseline.recall:.3f} / {scores.baseline.precision:.3f}"
+        )
+    picked, _, _ = driver.execute_query(
+        statement("demo_tracked_patient"), first_patient=first_patient, database_=database
+    )
+    if not picked:
+        return lines
+    patient = picked[0]["patient_id"]
+    tracks = patient_tracks(driver, patient, database=database)
+    lines += ["", f"== Tracks of patient {patient}  (lesionkg tracks {patient}) ==", table(tracks)]
+    report = patient_response(driver, patient, database=database)
+    lines += [
+        "",
+        f"== RECIST-style response of patient {patient}  (lesionkg response {patient}) ==",
+        describe_response(report),
+    ]
+    lines += [
+        "",
+        f"== Patients most similar to {patient}  (lesionkg similar-patients {patient} -k 5) ==",
+        table(similar_patients(driver, patient, k=5, space="cues", database=database)),
+    ]
+    if tracks:
+        lesion = tracks[0]["lesion_ids"][0]
+        lines += [
+            "",
+            f"== Lesions of other patients like {lesion}, cues space  "
+            f"(lesionkg similar {lesion} -k 5) ==",
+            table(similar_lesions(driver, lesion, k=5, space="cues", database=database)),
+        ]
+    return lines
+
+
 def build_demo(
     driver: Driver,
     database: str,
@@ -344,12 +420,13 @@ def build_demo(
     true, a small triplet network is trained on the train and val splits (``out_dir/model``;
     re-running finds it) and every lesion is embedded.
     """
-    from lesionkg.loaders.synthetic import write_synthetic_dl_info
+    from lesionkg.loaders.synthetic import write_synthetic_dl_info, write_synthetic_pairs
     from lesionkg.queries import format_result, run_named
 
     out = Path(out_dir)
     lines = []
-    if data is None:
+    synthetic = data is None
+    if synthetic:
         cohort = write_synthetic_dl_info(
             out,
             patients=patients,
@@ -392,6 +469,15 @@ def build_demo(
             ]
     else:
         lines.append("No images: the triplet network was not trained (see --images).")
+    lines += _graph_lines(
+        driver,
+        database,
+        out / "index",
+        embedded=images is not None and train,
+        first_patient=f"{DEMO_FIRST_PATIENT:06d}" if synthetic else None,
+        pairs=write_synthetic_pairs(cohort) if synthetic else None,
+        progress=progress,
+    )
     first = run_named(driver, database, "largest_lesions_per_patient", {"limit": "1"})
     if first.rows:
         patient = str(first.rows[0][0])

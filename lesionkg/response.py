@@ -262,3 +262,34 @@ def assess_response(patient_id: str, measurements: Iterable[TrackMeasurement]) -
         studies=tuple(responses),
         target_lesions=tuple(m.lesion_id for m in targets),
     )
+
+
+def _pct_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1f}%"
+
+
+def _mm_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def describe_response(report: ResponseReport) -> str:
+    """The report as a text table: one line per follow-up study."""
+    if report.baseline_study_index is None:
+        return f"patient {report.patient_id}: no tracked lesions (run `lesionkg match`)"
+    lines = [
+        f"patient {report.patient_id}: baseline study {report.baseline_study_index}, "
+        f"{len(report.targets)} target lesion(s): {', '.join(report.targets)}",
+        f"{'study':>5} {'SLD mm':>8} {'vs base':>8} {'vs nadir':>9} {'targets':>8}  category",
+    ]
+    for st in report.studies:
+        new = f"  new: {', '.join(st.new_tracks or st.new_lesions)}" if st.new_lesions else ""
+        subset = "" if st.complete else " (measured subset)"
+        lines.append(
+            f"{st.study_index:>5} {_mm_text(st.sld_mm):>8} "
+            f"{_pct_text(st.change_from_baseline_pct):>8} "
+            f"{_pct_text(st.change_from_nadir_pct):>9} {st.measured_targets:>3}/{st.targets:<4}  "
+            f"{st.category}{subset}{new}"
+        )
+    if not report.studies:
+        lines.append("no follow-up study")
+    return "\n".join(lines)

@@ -93,6 +93,8 @@ whatever the cohort size.
 
 from __future__ import annotations
 
+import csv
+import itertools
 import json
 import multiprocessing
 import os
@@ -121,6 +123,7 @@ __all__ = [
     "TRUTH_NAME",
     "SyntheticCohort",
     "write_synthetic_dl_info",
+    "write_synthetic_pairs",
 ]
 
 #: The 18 official DL_info.csv columns, in order (the parser owns the list).
@@ -1496,3 +1499,57 @@ def write_synthetic_dl_info(
         ssbr_volumes=ssbr_volumes,
         ssbr_metadata_path=ssbr_path,
     )
+
+
+PAIRS_NAME = "same_lesion_pairs_synthetic.csv"
+
+
+def write_synthetic_pairs(cohort: SyntheticCohort) -> Path:
+    """Same-lesion pairs of a SYNTHETIC cohort's ground-truth tracks, in the DLS pairs format.
+
+    Consecutive measurements of each true track (by study, then series) become a pair in both
+    directions, with their RECIST diameters (``long;short`` mm) so that a key slice holding
+    several lesions is unambiguous. Written beside the cohort as :data:`PAIRS_NAME`; the
+    ``lesionkg evaluate matching --pairs`` input for synthetic data.
+    """
+    from lesionkg.loaders.deeplesion import parse_dl_info
+    from lesionkg.records import LesionRecord
+
+    rows = [r for r in parse_dl_info(cohort.csv_path) if isinstance(r, LesionRecord)]
+    with open(cohort.tracks_path, newline="") as fh:
+        track_of_row = {int(t["row_number"]): t["track_id"] for t in csv.DictReader(fh)}
+    members: dict[str, list[LesionRecord]] = {}
+    for number, rec in enumerate(rows, start=1):
+        members.setdefault(track_of_row[number], []).append(rec)
+    out = cohort.csv_path.parent / PAIRS_NAME
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(
+            [
+                "pair_id",
+                "source_File_name",
+                "target_File_name",
+                "source_recist_diameter_mm",
+                "target_recist_diameter_mm",
+            ]
+        )
+        n = 0
+        for track in sorted(members):
+            ordered = sorted(
+                members[track], key=lambda r: (r.study_index, r.series_id, r.key_slice)
+            )
+            for a, b in itertools.pairwise(ordered):
+                for s, t in ((a, b), (b, a)):
+                    n += 1
+                    writer.writerow(
+                        [
+                            f"{n:05d}",
+                            s.file_name,
+                            t.file_name,
+                            f"{s.long_axis_mm:.2f};{s.short_axis_mm:.2f}",
+                            f"{t.long_axis_mm:.2f};{t.short_axis_mm:.2f}",
+                        ]
+                    )
+    os.replace(tmp, out)
+    return out

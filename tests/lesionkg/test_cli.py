@@ -172,6 +172,16 @@ def test_demo_builds_a_synthetic_knowledge_base(
     assert "Triplet network: 2 steps" in result.output
     assert "Type precision@5" in result.output or "Too few held-out" in result.output
     assert "== Lesions of other patients most similar to DL-" in result.output
+    assert "Linked" in result.output and "in the cues space (6-D)" in result.output
+    assert "in the triplet space (1408-D)" in result.output
+    assert "Tracks against the generator's true tracks" in result.output
+    assert "== Tracks of patient 9" in result.output
+    assert "== RECIST-style response of patient 9" in result.output
+    assert "== Patients most similar to 9" in result.output
+    graph = "MATCH (l:Lesion) RETURN count(l.track_id) AS tracked, count(l) AS n, "
+    graph += "COUNT { ()-[:SIMILAR_TO {space: 'cues'}]->() } AS cues_edges"
+    first = empty_graph.execute_query(graph).records[0]
+    assert first["tracked"] == first["n"] and first["cues_edges"] == 10 * first["n"]
     records, _, _ = empty_graph.execute_query(
         "MATCH (l:Lesion) RETURN collect(DISTINCT l.dataset) AS ds, count(l) AS n, "
         "count(l.embedding) AS embedded"
@@ -186,3 +196,5 @@ def test_demo_builds_a_synthetic_knowledge_base(
     assert again.exit_code == 0, again.output
     records, _, _ = empty_graph.execute_query("MATCH (l:Lesion) RETURN count(l) AS n")
     assert records[0]["n"] == meta["lesions"]
+    # ... and its edges and tracks are replaced, not duplicated
+    assert dict(empty_graph.execute_query(graph).records[0]) == dict(first)

@@ -648,3 +648,30 @@ def test_cli_writes_a_cohort_with_images(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert not (out2 / "Images_png").exists()
     assert (out2 / "ssbr_volumes_synthetic.json").is_file()
+
+
+def test_true_pairs_link_consecutive_measurements_both_ways(small: SyntheticCohort) -> None:
+    from lesionkg.loaders.pairs import read_same_lesion_pairs
+    from lesionkg.loaders.synthetic import write_synthetic_pairs
+
+    path = write_synthetic_pairs(small)
+    pairs = read_same_lesion_pairs(path)
+    sizes: dict[str, int] = {}
+    for row in _tracks(small.tracks_path):
+        sizes[row["track_id"]] = sizes.get(row["track_id"], 0) + 1
+    assert len(pairs) == 2 * sum(n - 1 for n in sizes.values()) > 0
+    directed = {(p.source_file_name, p.target_file_name) for p in pairs}
+    assert all((b, a) in directed for a, b in directed)
+    rows = _tracks(small.tracks_path)
+    on_slice: dict[str, list[str]] = {}
+    for row in rows:
+        on_slice.setdefault(row["File_name"], []).append(row["track_id"])
+    # where each key slice holds one lesion, both ends of a pair are one true track
+    single = [
+        p
+        for p in pairs
+        if len(on_slice[p.source_file_name]) == len(on_slice[p.target_file_name]) == 1
+    ]
+    assert len(single) > 0.9 * len(pairs)
+    assert all(on_slice[p.source_file_name] == on_slice[p.target_file_name] for p in single)
+    assert all(p.source_diameters_mm[0] >= p.source_diameters_mm[1] > 0 for p in pairs)
