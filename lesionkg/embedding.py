@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from neo4j import Driver, RoutingControl
+from neo4j import Driver
 from neo4j.exceptions import Neo4jError
 from tqdm import tqdm
 
 from lesionkg.errors import DatabaseError
-from lesionkg.graph import apply_schema
+from lesionkg.graph import apply_schema, run_statement
 from lesionkg.loaders.images import find_key_slice
 from lesionkg.model.embedder import Embedder
 from lesionkg.model.network import EMBEDDING_DIM
@@ -78,16 +78,15 @@ def read_embeddings(
     driver: Driver, database: str = "neo4j", *, split: str | None = None
 ) -> EmbeddedLesions:
     """The lesions with a ``triplet`` embedding (optionally of one split), in lesion id order."""
-    try:
-        rows, _, _ = driver.execute_query(
-            statement("embedded_lesions"),
-            space=SPACE,
-            split=split,
-            database_=database,
-            routing_=RoutingControl.READ,
-        )
-    except Neo4jError as exc:
-        raise DatabaseError(f"reading embeddings failed: {exc}") from exc
+    rows = run_statement(
+        driver,
+        database,
+        "embedded_lesions",
+        "reading embeddings",
+        read=True,
+        space=SPACE,
+        split=split,
+    )
     return EmbeddedLesions(
         ids=[r["lesion_id"] for r in rows],
         vectors=np.array([r["embedding"] for r in rows], dtype=np.float32).reshape(len(rows), -1),
@@ -141,12 +140,7 @@ def embed_graph(
     started = time.perf_counter()
     embedder = Embedder.load(model_dir, device=device)
     summary = EmbedSummary(model_sha256=embedder.sha256)
-    try:
-        rows, _, _ = driver.execute_query(
-            statement("lesions_to_embed"), database_=database, routing_=RoutingControl.READ
-        )
-    except Neo4jError as exc:
-        raise DatabaseError(f"reading lesions failed: {exc}") from exc
+    rows = run_statement(driver, database, "lesions_to_embed", "reading lesions", read=True)
     summary.lesions = len(rows)
     todo: list[LesionImage] = []
     for record in rows:
@@ -188,15 +182,14 @@ def embed_graph(
                 )
             except Neo4jError as exc:
                 raise DatabaseError(f"writing embeddings failed: {exc}") from exc
-    try:
-        records, _, _ = driver.execute_query(
-            statement("clear_stale_embeddings"),
-            space=SPACE,
-            model_sha256=embedder.sha256,
-            database_=database,
-        )
-    except Neo4jError as exc:
-        raise DatabaseError(f"clearing embeddings of older models failed: {exc}") from exc
+    records = run_statement(
+        driver,
+        database,
+        "clear_stale_embeddings",
+        "clearing embeddings of older models",
+        space=SPACE,
+        model_sha256=embedder.sha256,
+    )
     summary.stale_removed = records[0]["removed"]
     summary.embedded = len(todo)
     target = matrix if matrix is not None else Path(model_dir) / "embeddings.npy"

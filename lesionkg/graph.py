@@ -47,6 +47,26 @@ def open_driver(settings: Settings) -> Driver:
     return driver
 
 
+def run_statement(
+    driver: Driver, database: str, name: str, what: str, *, read: bool = False, **params: Any
+) -> list:
+    """Run the library statement ``cypher/store/NAME.cypher`` with ``params``; its records.
+
+    ``read`` runs it in READ access mode. A Neo4j failure raises :class:`DatabaseError` saying
+    ``"{what} failed: ..."``.
+    """
+    try:
+        records, _, _ = driver.execute_query(
+            statement(name),
+            parameters_=params,
+            database_=database,
+            routing_=RoutingControl.READ if read else RoutingControl.WRITE,
+        )
+    except Neo4jError as exc:
+        raise DatabaseError(f"{what} failed: {exc}") from exc
+    return records
+
+
 def apply_schema(driver: Driver, database: str) -> None:
     """Create the constraints, indexes and LesionType nodes if they do not exist yet."""
     try:

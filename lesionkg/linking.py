@@ -18,15 +18,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from neo4j import Driver, RoutingControl
-from neo4j.exceptions import Neo4jError
+from neo4j import Driver
 from tqdm import tqdm
 
 from lesionkg import cues
-from lesionkg.errors import ConfigurationError, DatabaseError, QueryError
-from lesionkg.graph import apply_schema
+from lesionkg.errors import ConfigurationError, QueryError
+from lesionkg.graph import apply_schema, run_statement
 from lesionkg.similarity import MISSING, LesionIndex, knn_edges, neighbours, predict_types
-from lesionkg.statements import statement
 
 WRITE_BATCH = 1000
 TUNE_QUERIES = 1000
@@ -75,22 +73,11 @@ class LinkSummary:
         return asdict(self)
 
 
-def _run(driver: Driver, database: str, name: str, what: str, *, read: bool = False, **params):
-    try:
-        records, _, _ = driver.execute_query(
-            statement(name),
-            parameters_=params,
-            database_=database,
-            routing_=RoutingControl.READ if read else RoutingControl.WRITE,
-        )
-    except Neo4jError as exc:
-        raise DatabaseError(f"{what} failed: {exc}") from exc
-    return records
-
-
 def write_cues(driver: Driver, database: str = "neo4j", *, progress: bool = False) -> int:
     """Compute every lesion's cue vector from its metadata and store it as ``Lesion.cues``."""
-    rows = [dict(r) for r in _run(driver, database, "cue_inputs", "reading lesions", read=True)]
+    rows = [
+        dict(r) for r in run_statement(driver, database, "cue_inputs", "reading lesions", read=True)
+    ]
     if not rows:
         return 0
     matrix = cues.cue_matrix_from_props(rows)
@@ -104,7 +91,7 @@ def write_cues(driver: Driver, database: str = "neo4j", *, progress: bool = Fals
                 strict=True,
             )
         ]
-        _run(
+        run_statement(
             driver,
             database,
             "set_cues",
@@ -204,7 +191,9 @@ def link_graph(
     apply_schema(driver, database)
     if space == "cues":
         write_cues(driver, database, progress=progress)
-    rows = _run(driver, database, "space_vectors", "reading vectors", read=True, space=space)
+    rows = run_statement(
+        driver, database, "space_vectors", "reading vectors", read=True, space=space
+    )
     if not rows:
         hint = "run `lesionkg embed` first" if space == "triplet" else "load lesions first"
         raise QueryError(f"no lesion of the graph has a {space} vector: {hint}")
@@ -228,9 +217,10 @@ def link_graph(
     order = np.array([row_of[lid] for lid in index.ids]) if index.ids != ids else None
     rng = np.random.default_rng(0)
     sample = rng.choice(len(ids), size=min(TUNE_QUERIES, len(ids)), replace=False)
-    summary.ef, summary.recall_at_10 = index.tune_ef(
+    summary.ef, recall = index.tune_ef(
         vectors[sample], k=min(10, len(ids)), target_recall=TARGET_RECALL
     )
+    summary.recall_at_10 = round(recall, 4)
     index.save(prefix)
     summary.index_path = str(prefix.with_suffix(".bin"))
 
@@ -251,7 +241,7 @@ def link_graph(
     per_batch = max(1, WRITE_BATCH // k)
     for start in range(0, len(sources), per_batch):
         batch = sources[start : start + per_batch]
-        _run(
+        run_statement(
             driver,
             database,
             "write_similar",
@@ -265,7 +255,7 @@ def link_graph(
     bar.close()
     summary.edges = len(edges)
     summary.edges_per_s = round(len(edges) / max(time.perf_counter() - write_started, 1e-9), 1)
-    removed = _run(
+    removed = run_statement(
         driver,
         database,
         "clear_stale_similar",
@@ -294,7 +284,7 @@ def link_graph(
             for i, p, c in zip(unlabelled, predicted, confidence, strict=True)
         ]
         for start in range(0, len(vote_rows), WRITE_BATCH):
-            _run(
+            run_statement(
                 driver,
                 database,
                 "set_predicted_types",
@@ -305,7 +295,7 @@ def link_graph(
         summary.predicted_types = sum(1 for r in vote_rows if r["type"] is not None)
 
     summary.seconds = round(time.perf_counter() - started, 3)
-    _run(
+    run_statement(
         driver,
         database,
         "record_space",

@@ -18,20 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from neo4j import Driver, RoutingControl
-from neo4j.exceptions import Neo4jError
+from neo4j import Driver
 
 from lesionkg.cues import LUNG_WINDOW_MAX_LEVEL_HU
-from lesionkg.errors import DatabaseError, QueryError
+from lesionkg.errors import QueryError
 from lesionkg.evaluation import (
     UNLABELLED,
     label_precision_at_k,
     nearest_other_patients,
     type_precision_at_k,
 )
+from lesionkg.graph import run_statement
 from lesionkg.loaders.pairs import read_lesanet_labels
 from lesionkg.similarity import MISSING, predict_types
-from lesionkg.statements import statement
 
 #: type precision@5 the issue asks of the cues space on the validation split
 TARGET_TYPE_PRECISION = 0.82
@@ -100,15 +99,9 @@ def evaluate_retrieval(
     database: str = "neo4j",
 ) -> RetrievalReport:
     """Score the stored vectors of ``space`` and the baselines on the same lesions."""
-    try:
-        rows, _, _ = driver.execute_query(
-            statement("space_vectors"),
-            space=space,
-            database_=database,
-            routing_=RoutingControl.READ,
-        )
-    except Neo4jError as exc:
-        raise DatabaseError(f"reading vectors failed: {exc}") from exc
+    rows = run_statement(
+        driver, database, "space_vectors", "reading vectors", read=True, space=space
+    )
     if not rows:
         hint = "`lesionkg link --space cues`" if space == "cues" else "`lesionkg embed`"
         raise QueryError(f"no lesion has a {space} vector: run {hint} first")

@@ -14,21 +14,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import networkx as nx
-from neo4j import Driver, RoutingControl
-from neo4j.exceptions import Neo4jError
+from neo4j import Driver
 from tqdm import tqdm
 
-from lesionkg.errors import DatabaseError, QueryError
+from lesionkg.errors import QueryError
 from lesionkg.evaluation import (
     MatchingScores,
     PairLesion,
     resolve_pair_lesion,
     score_matching,
 )
-from lesionkg.graph import apply_schema
+from lesionkg.graph import apply_schema, run_statement
 from lesionkg.loaders.pairs import read_same_lesion_pairs
 from lesionkg.matching import BASELINE, MatchConfig, MatchLesion, match_patient
-from lesionkg.statements import statement
 
 PATIENTS_PER_BATCH = 200
 
@@ -51,15 +49,14 @@ class MatchSummary:
 
 
 def _read(driver: Driver, database: str, patient_id: str | None) -> dict[str, list[MatchLesion]]:
-    try:
-        rows, _, _ = driver.execute_query(
-            statement("match_lesions"),
-            patient_id=patient_id,
-            database_=database,
-            routing_=RoutingControl.READ,
-        )
-    except Neo4jError as exc:
-        raise DatabaseError(f"reading lesions for matching failed: {exc}") from exc
+    rows = run_statement(
+        driver,
+        database,
+        "match_lesions",
+        "reading lesions for matching",
+        read=True,
+        patient_id=patient_id,
+    )
     out: dict[str, list[MatchLesion]] = defaultdict(list)
     for r in rows:
         out[r["patient_id"]].append(
@@ -101,12 +98,13 @@ def match_graph(
     def flush() -> None:
         if not batch:
             return
-        try:
-            driver.execute_query(statement("write_tracks"), patients=batch, database_=database)
-        except Neo4jError as exc:
-            raise DatabaseError(
-                f"writing the tracks of {len(batch)} patients failed: {exc}"
-            ) from exc
+        run_statement(
+            driver,
+            database,
+            "write_tracks",
+            f"writing the tracks of {len(batch)} patients",
+            patients=batch,
+        )
         bar.update(len(batch))
         batch.clear()
 
@@ -174,12 +172,7 @@ def evaluate_matching(
     Pairs whose key slice is not in the graph are listed in ``unresolved``, never dropped silently.
     """
     pairs = read_same_lesion_pairs(pairs_path)
-    try:
-        rows, _, _ = driver.execute_query(
-            statement("tracked_lesions"), database_=database, routing_=RoutingControl.READ
-        )
-    except Neo4jError as exc:
-        raise DatabaseError(f"reading lesions failed: {exc}") from exc
+    rows = run_statement(driver, database, "tracked_lesions", "reading lesions", read=True)
     untracked = [r["lesion_id"] for r in rows if r["track_id"] is None]
     if untracked:
         raise QueryError(
