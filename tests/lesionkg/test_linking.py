@@ -157,18 +157,23 @@ def test_other_patients_edges_and_predicted_types(linked, cli_args):
 
 def test_vector_index_answers_in_cypher(linked):
     driver, _ = linked
+    # Neo4j's vector index is approximate (it misses about 1 of 10 neighbours when asked for
+    # exactly k): ask it for 50 and keep the best, as the README advises.
     out = rows(
         driver,
         """
-        MATCH (a:Lesion) WITH a ORDER BY a.lesion_id LIMIT 20
-        CALL db.index.vector.queryNodes('lesion_cues', 2, a.cues) YIELD node, score
-        WITH a, node WHERE node <> a
-        WITH a, collect(node)[0] AS nearest
+        MATCH (a:Lesion) WITH a ORDER BY a.lesion_id LIMIT 50
+        CALL db.index.vector.queryNodes('lesion_cues', 50, a.cues) YIELD node, score
+        WITH a, node, score WHERE node <> a
+        WITH a, max(score) AS best
         MATCH (a)-[e:SIMILAR_TO {space: 'cues', rank: 1}]->(b)
-        RETURN nearest = b OR a.cues = nearest.cues AS agree
+        RETURN best, 1.0 / (1.0 + e.distance) AS from_edge
         """,
     )
-    assert len(out) >= 15 and sum(r["agree"] for r in out) >= 0.8 * len(out)
+    assert len(out) == 50
+    # the index's similarity is 1 / (1 + squared distance): the same nearest distance as the edge
+    agree = sum(r["best"] == pytest.approx(r["from_edge"], rel=1e-4) for r in out)
+    assert agree >= 48
 
 
 def test_evaluate_retrieval_reproduced_independently(linked, cli_args, deeplesion_dir):
