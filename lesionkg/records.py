@@ -100,3 +100,56 @@ class LesionRecord:
     @property
     def coarse_type_name(self) -> str | None:
         return COARSE_TYPES.get(self.coarse_type) if self.coarse_type is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """The CT image a bookmark was measured on, as its source names it.
+
+    ``sop_instance_uid`` for DICOM (``frame`` 1-based for multi-frame images, else ``None``);
+    ``path`` for sources that point at a file (JSON Lines, DeepLesion PNGs).
+    """
+
+    sop_instance_uid: str | None = None
+    frame: int | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Bookmark:
+    """One lesion measurement from a PACS export, as read, before pseudonymisation.
+
+    Every reader (DICOM SR TID 1500, JSON Lines, DeepLesion rows) yields these. Identifiers are
+    the source's own (``patient_key``: DICOM PatientID or the export's patient id; ``study_key``:
+    StudyInstanceUID or the export's study id); :mod:`lesionkg.pseudonym` turns them into keyed
+    hashes before anything reaches the graph. No names, birth dates, accession numbers or free
+    text are carried. Axis endpoints are pixels of the referenced image (x right, y down, 0-based
+    image coordinates as DICOM SCOORD gives them); lengths are millimetres.
+    """
+
+    #: file the bookmark came from, and its place there (1-based line or measurement group)
+    source: str
+    source_index: int
+    patient_key: str
+    study_key: str
+    #: study date and time, ISO 8601 (``"2024-03-01T10:22:00"``), orders a patient's studies
+    study_datetime: str | None
+    series_key: str | None
+    image: ImageRef | None
+    long_axis_mm: float
+    short_axis_mm: float | None
+    #: long axis x1, y1, x2, y2 and short axis x1, y1, x2, y2, pixels; None without graphics
+    long_axis_px: tuple[float, float, float, float] | None = None
+    short_axis_px: tuple[float, float, float, float] | None = None
+    #: x, y pixel spacing of the referenced image, mm
+    pixel_spacing_mm: tuple[float, float] | None = None
+    #: coded finding and finding site (code meaning, e.g. "Lung nodule", "Liver"); never free text
+    finding: str | None = None
+    finding_site: str | None = None
+    #: DeepLesion coarse type 1..8 when the source gives or implies one
+    coarse_type: int | None = None
+    #: the source's lesion tracking: identifier (a short label) and UID, across reports
+    tracking_id: str | None = None
+    tracking_uid: str | None = None
+    #: normalised body location x, y, z in 0..1 when the source gives it
+    location: tuple[float, float, float] | None = None

@@ -1,0 +1,445 @@
+"""Pseudonymisation: keyed hashes instead of the sources' identifiers.
+
+The text between the two rulers is written to be copied into the README as it is (Markdown).
+
+---------------------------------------------------------------------------------------------------
+
+### Pseudonymisation
+
+No names, birth dates, accession numbers or free text enter the graph. Patient, study, series and
+lesion ids, and the sources' lesion tracking UIDs and labels, become keyed hashes (HMAC-SHA256
+with a secret kept outside the graph). The same secret gives the same ids in every run, so a
+patient's later studies join the same `Patient` node. Without the secret the ids cannot be traced
+back to the source's ids, nor recomputed from a guessed patient id.
+
+**The secret** is a file of 32 random bytes, by default `$LESIONKG_HOME/pseudonym.key`
+(`~/.lesionkg/pseudonym.key` when `LESIONKG_HOME` is not set): beside the local Neo4j folder
+`$LESIONKG_HOME/neo4j`, not inside it. It is created on first use with mode 0600, atomically (a
+reader never sees a half-written key, and two processes creating it at once end up with the same
+one). LesionKG refuses a key file that other users can read or write, or that its group can write
+(fix: `chmod 600 FILE`), and one shorter than 16 bytes. The file's bytes are the key, as they are:
+to give several installations the same ids, copy one key file (16 to 4096 bytes) to each.
+
+**Back the key up and keep it secret.** Losing it, or running with another one, gives every
+patient new ids: later imports no longer join the patients already in the graph. Whoever has the
+key and the graph can test guessed patient ids against it. The key never enters the graph; its
+`key_id` (a hash that reveals nothing about it) can be stored there to notice a changed key.
+
+**The ids** are a prefix and the first 16 hex digits (64 bits) of
+`HMAC-SHA256(key, "lesionkg/v1/" + KIND + NUL + JSON array of the fields)`. The kind in the
+message keeps the ids of different kinds unrelated even when their inputs are equal strings, and
+the JSON array keeps different field lists apart (`["a|b", "c"]` is not `["a", "b|c"]`).
+
+- `P-`: patient, from the source's patient id (DICOM PatientID, the export's id);
+- `S-`: study, from the patient id and the study id (StudyInstanceUID, the export's id);
+- `SE-`: series, from the patient, study and series ids;
+- `L-`: lesion (one measurement), from its lesion key (below);
+- `TU-`: the source's tracking UID (a DICOM UID, unique across patients);
+- `TI-`: the source's tracking label, with the patient id (a label such as "Lesion 1" is unique
+  only within one patient).
+
+Ids are hashed exactly as the readers give them (they strip DICOM's space padding and reject empty
+ids). With 64 bits, the chance that two of a million lesions share an id is about 3e-8.
+
+**What goes into a lesion id**, so that re-importing a bookmark gives the same id and two
+different measurements get different ones:
+
+1. the patient id and the study id;
+2. the image the lesion was measured on: `uid:` + its SOP Instance UID (+ `#frame` in a
+   multi-frame image) when the source names one, else `path:` + the last two components of the
+   image path (`path:000002_01_01/162.png`), so that moving or re-mounting an export folder does
+   not change the ids; `-` without an image;
+3. each axis, long then short: its two pixel endpoints rounded to 0.01 px, the smaller point first
+   (an axis drawn from the other end is the same axis), as `px:x1,y1,x2,y2`; an axis given
+   without endpoints by its length rounded to 0.01 mm (`mm:12.35`); `-` for no short axis.
+
+0.01 px (under 0.01 mm on CT) is far below any real difference between two measurements and far
+above float32 / float64 noise. Not in the key: the series (the image implies it), the pixel
+spacing (the image fixes it), type, location, finding and tracking (they describe the lesion, not
+which measurement it is). Two bookmarks with the same key are one bookmark: the readers reject the
+later one as a duplicate.
+
+**What enters the graph** from a bookmark: the hashed ids; the study date and time in clear (it
+orders a patient's studies; it is a quasi-identifier, so the graph must stay as protected as the
+hospital's own data); the measurement (mm lengths, pixel endpoints, pixel spacing); the coded
+finding and finding site (code meanings, never free text); the coarse type; the normalised
+location; the hashed tracking UID and label. The source file and the image path stay out: a path
+can hold a patient's name.
+
+---------------------------------------------------------------------------------------------------
+
+:meth:`Pseudonymizer.pseudonymise` turns a :class:`~lesionkg.records.Bookmark` into a
+:class:`PseudonymousBookmark` holding only the above; :func:`lesion_key` is the lesion key
+(readers use it to find duplicates); :func:`load_or_create_secret` reads or creates the key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hmac
+import json
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from hashlib import sha256
+from pathlib import Path, PurePath
+
+from lesionkg.errors import ConfigurationError
+from lesionkg.records import Bookmark, ImageRef
+from lesionkg.settings import default_data_dir
+
+__all__ = [
+    "MAX_SECRET_BYTES",
+    "MIN_SECRET_BYTES",
+    "SECRET_BYTES",
+    "Pseudonymizer",
+    "PseudonymousBookmark",
+    "default_secret_path",
+    "lesion_key",
+    "load_or_create_secret",
+]
+
+#: Length of a newly created secret, bytes (the HMAC-SHA256 output size).
+SECRET_BYTES = 32
+#: Shortest secret accepted, bytes (128 bits).
+MIN_SECRET_BYTES = 16
+#: Longest key file accepted, bytes; anything larger is not a key file put there on purpose.
+MAX_SECRET_BYTES = 4096
+SECRET_FILE_NAME = "pseudonym.key"
+
+#: Hex digits kept of each HMAC (64 bits).
+_HEX_DIGITS = 16
+_DOMAIN = b"lesionkg/v1/"
+#: Permission bits a key file must not have: read or write by others, write by the group. A
+#: group-readable key is allowed for a service group that shares it on purpose.
+_FORBIDDEN_MODE = stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP
+#: errno values of file systems without hard links (os.link); creation falls back to O_EXCL.
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
+
+
+def default_secret_path() -> Path:
+    """``$LESIONKG_HOME/pseudonym.key``: beside the local Neo4j folder, not inside it."""
+    return default_data_dir().parent / SECRET_FILE_NAME
+
+
+# --- the secret file ---------------------------------------------------------------------------
+
+
+def load_or_create_secret(path: str | os.PathLike[str] | None = None) -> bytes:
+    """The pseudonymisation key stored in ``path`` (default :func:`default_secret_path`).
+
+    A missing file is created with :data:`SECRET_BYTES` random bytes, mode 0600, atomically.
+    Raises :class:`~lesionkg.errors.ConfigurationError`, naming the file and the fix, when the
+    file is not a regular file, cannot be read or created, is readable or writable by other users
+    or writable by its group, or is shorter than :data:`MIN_SECRET_BYTES` or longer than
+    :data:`MAX_SECRET_BYTES` bytes.
+    """
+    key_path = Path(path) if path is not None else default_secret_path()
+    try:
+        return _read_secret(key_path)
+    except FileNotFoundError:
+        pass
+    _create_secret(key_path)
+    try:
+        return _read_secret(key_path)
+    except FileNotFoundError:
+        # Only a dangling symbolic link exists and is not found after creating the key.
+        raise ConfigurationError(
+            f"pseudonym key {key_path} is a symbolic link to a missing file: restore the key it "
+            "points to, or remove the link"
+        ) from None
+
+
+def _read_secret(path: Path) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise _not_a_file(path) from None
+    except OSError as exc:
+        raise ConfigurationError(
+            f"pseudonym key {path} cannot be read ({exc.strerror}): run LesionKG as the user "
+            "that owns it, or point it at another key file"
+        ) from None
+    # Checks go through the open descriptor, so the file checked is the file read.
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _not_a_file(path)
+        # POSIX modes mean nothing on Windows; there the folder's ACL protects the key.
+        if os.name == "posix" and info.st_mode & _FORBIDDEN_MODE:
+            raise ConfigurationError(
+                f"pseudonym key {path} has mode {stat.S_IMODE(info.st_mode):04o}: other users "
+                f"can read or change it, and whoever has it can re-identify patients. Run "
+                f"'chmod 600 {path}' (and find out who may have copied it)"
+            )
+        secret = b""
+        # os.read may return less than asked (NFS, signals); read to the end or past the limit.
+        while len(secret) <= MAX_SECRET_BYTES:
+            chunk = os.read(fd, MAX_SECRET_BYTES + 1 - len(secret))
+            if not chunk:
+                break
+            secret += chunk
+    finally:
+        os.close(fd)
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigurationError(
+            f"pseudonym key {path} holds {len(secret)} bytes, fewer than the "
+            f"{MIN_SECRET_BYTES} a key needs. If no graph was built with it, delete the file and "
+            "LesionKG creates a new random key; otherwise restore the key from your backup "
+            "(another key gives every patient new ids)"
+        )
+    if len(secret) > MAX_SECRET_BYTES:
+        raise ConfigurationError(
+            f"pseudonym key {path} is larger than {MAX_SECRET_BYTES} bytes: not a key file. "
+            "Point LesionKG at the right file"
+        )
+    return secret
+
+
+def _not_a_file(path: Path) -> ConfigurationError:
+    return ConfigurationError(
+        f"pseudonym key {path} is not a regular file: remove it or point LesionKG at a key file"
+    )
+
+
+def _create_secret(path: Path) -> None:
+    """Write a new random key to ``path`` unless another process does so first."""
+    folder = path.parent
+    try:
+        # Only folders created here get 0700; an existing LESIONKG_HOME keeps its mode.
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create the folder {folder} for the pseudonym key {path} ({exc.strerror}): "
+            "create it, or set LESIONKG_HOME to a writable folder"
+        ) from None
+    secret = secrets.token_bytes(SECRET_BYTES)
+    # The key is written in full under a temporary name and then linked into place: readers see
+    # either no file or the whole key, and os.link never replaces a key another process created
+    # in the meantime (os.replace would, and the two processes would then use different keys).
+    tmp = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        _write_new(tmp, secret)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won the race: its key is the key
+        except OSError as exc:
+            if exc.errno not in _NO_LINKS:
+                raise
+            with contextlib.suppress(FileExistsError):
+                _write_new(path, secret)
+        _sync_folder(folder)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create the pseudonym key {path} ({exc.strerror}): make {folder} writable, "
+            "or set LESIONKG_HOME to a writable folder"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` (never an existing one) with mode 0600 and ``data``, flushed to disk."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)  # the umask can only remove bits, but be exact
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_folder(folder: Path) -> None:
+    # Makes the new directory entry durable on POSIX; folders cannot be opened on Windows.
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- ids -----------------------------------------------------------------------------------------
+
+
+def _rounded(value: float) -> str:
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text
+
+
+def _axis_text(endpoints: tuple[float, ...] | None, length_mm: float | None) -> str:
+    if endpoints is not None:
+        x1, y1, x2, y2 = (round(v, 2) for v in endpoints)
+        first, second = sorted(((x1, y1), (x2, y2)))
+        return "px:" + ",".join(_rounded(v) for v in (*first, *second))
+    if length_mm is not None:
+        return "mm:" + _rounded(length_mm)
+    return "-"
+
+
+def _image_text(image: ImageRef | None) -> str:
+    if image is None:
+        return "-"
+    if image.sop_instance_uid:
+        frame = f"#{image.frame}" if image.frame is not None else ""
+        return f"uid:{image.sop_instance_uid}{frame}"
+    if image.path:
+        # PurePath splits on the platform's separators; the id joins with "/" everywhere.
+        return "path:" + "/".join(PurePath(image.path).parts[-2:])
+    return "-"
+
+
+def lesion_key(bookmark: Bookmark) -> tuple[str, str, str, str, str]:
+    """What identifies a bookmark: patient key, study key, image, long axis, short axis.
+
+    See the module documentation for each part. Bookmarks with equal keys are one bookmark
+    (duplicates); :meth:`Pseudonymizer.lesion_id` hashes this tuple.
+    """
+    return (
+        bookmark.patient_key,
+        bookmark.study_key,
+        _image_text(bookmark.image),
+        _axis_text(bookmark.long_axis_px, bookmark.long_axis_mm),
+        _axis_text(bookmark.short_axis_px, bookmark.short_axis_mm),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PseudonymousBookmark:
+    """A :class:`~lesionkg.records.Bookmark` reduced to what may enter the graph.
+
+    Ids are keyed hashes (see the module documentation); lengths are millimetres, endpoints
+    pixels of the key slice (x right, y down), ``pixel_spacing_mm`` the x, y pixel spacing in mm.
+    """
+
+    lesion_id: str
+    patient_id: str
+    study_id: str
+    #: ISO 8601 study date or date and time, as the source gave it; orders a patient's studies
+    study_datetime: str | None
+    series_id: str | None
+    long_axis_mm: float
+    short_axis_mm: float | None
+    #: x1, y1, x2, y2, pixels
+    long_axis_px: tuple[float, float, float, float] | None
+    short_axis_px: tuple[float, float, float, float] | None
+    pixel_spacing_mm: tuple[float, float] | None
+    #: code meanings, never free text
+    finding: str | None
+    finding_site: str | None
+    #: DeepLesion coarse type 1..8
+    coarse_type: int | None
+    #: normalised body location x, y, z in 0..1
+    location: tuple[float, float, float] | None
+    tracking_uid: str | None
+    tracking_id: str | None
+
+
+class Pseudonymizer:
+    """Keyed hashes of the sources' identifiers (HMAC-SHA256, see the module documentation).
+
+    ``Pseudonymizer(load_or_create_secret())`` or :meth:`from_secret_file`. Equal secrets give
+    equal ids, in any process and any run.
+    """
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, secret: bytes) -> None:
+        if not isinstance(secret, bytes | bytearray):
+            raise TypeError(f"the secret must be bytes, got {type(secret).__name__}")
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ConfigurationError(
+                f"the pseudonymisation secret has {len(secret)} bytes; it needs at least "
+                f"{MIN_SECRET_BYTES}"
+            )
+        self._secret = bytes(secret)
+
+    @classmethod
+    def from_secret_file(cls, path: str | os.PathLike[str] | None = None) -> Pseudonymizer:
+        """A pseudonymizer with the key of :func:`load_or_create_secret` (created if missing)."""
+        return cls(load_or_create_secret(path))
+
+    def __repr__(self) -> str:
+        # Never show the secret, not even in a traceback.
+        return f"Pseudonymizer(key_id={self.key_id!r})"
+
+    def _hash(self, kind: bytes, fields: list[str]) -> str:
+        for value in fields:
+            if not isinstance(value, str) or not value:
+                # An empty key would merge every record that lacks one into one node.
+                raise ValueError(f"{kind.decode()} id of an empty or non-string key: {value!r}")
+        payload = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+        message = _DOMAIN + kind + b"\0" + payload.encode("utf-8")
+        return hmac.new(self._secret, message, sha256).hexdigest()[:_HEX_DIGITS]
+
+    @property
+    def key_id(self) -> str:
+        """``K-`` + 16 hex digits naming the secret without revealing it; changes with the key."""
+        return "K-" + hmac.new(self._secret, _DOMAIN + b"key-id\0", sha256).hexdigest()[:16]
+
+    def patient_id(self, patient_key: str) -> str:
+        """``P-`` + 16 hex digits for the source's patient id."""
+        return "P-" + self._hash(b"patient", [patient_key])
+
+    def study_id(self, patient_key: str, study_key: str) -> str:
+        """``S-`` + 16 hex digits for one study of one patient."""
+        return "S-" + self._hash(b"study", [patient_key, study_key])
+
+    def series_id(self, patient_key: str, study_key: str, series_key: str) -> str:
+        """``SE-`` + 16 hex digits for one series of one study."""
+        return "SE-" + self._hash(b"series", [patient_key, study_key, series_key])
+
+    def lesion_id(self, bookmark: Bookmark) -> str:
+        """``L-`` + 16 hex digits of :func:`lesion_key`: the same for a re-imported bookmark."""
+        return "L-" + self._hash(b"lesion", list(lesion_key(bookmark)))
+
+    def tracking_uid(self, uid: str) -> str:
+        """``TU-`` + 16 hex digits for a lesion tracking UID."""
+        return "TU-" + self._hash(b"tracking-uid", [uid])
+
+    def tracking_id(self, patient_key: str, tracking_id: str) -> str:
+        """``TI-`` + 16 hex digits for a tracking identifier (label) of one patient."""
+        return "TI-" + self._hash(b"tracking-id", [patient_key, tracking_id])
+
+    def pseudonymise(self, bookmark: Bookmark) -> PseudonymousBookmark:
+        """What of ``bookmark`` may enter the graph, with every identifier hashed."""
+        patient, study = bookmark.patient_key, bookmark.study_key
+        return PseudonymousBookmark(
+            lesion_id=self.lesion_id(bookmark),
+            patient_id=self.patient_id(patient),
+            study_id=self.study_id(patient, study),
+            study_datetime=bookmark.study_datetime,
+            series_id=(
+                self.series_id(patient, study, bookmark.series_key)
+                if bookmark.series_key is not None
+                else None
+            ),
+            long_axis_mm=bookmark.long_axis_mm,
+            short_axis_mm=bookmark.short_axis_mm,
+            long_axis_px=bookmark.long_axis_px,
+            short_axis_px=bookmark.short_axis_px,
+            pixel_spacing_mm=bookmark.pixel_spacing_mm,
+            finding=bookmark.finding,
+            finding_site=bookmark.finding_site,
+            coarse_type=bookmark.coarse_type,
+            location=bookmark.location,
+            tracking_uid=(
+                self.tracking_uid(bookmark.tracking_uid)
+                if bookmark.tracking_uid is not None
+                else None
+            ),
+            tracking_id=(
+                self.tracking_id(patient, bookmark.tracking_id)
+                if bookmark.tracking_id is not None
+                else None
+            ),
+        )

@@ -1,0 +1,534 @@
+"""JSON Lines bookmarks: lesion measurements from PACS exports that are not DICOM.
+
+The text between the two rulers below is the format's documentation, written to be copied into
+the README as it is (Markdown).
+
+---------------------------------------------------------------------------------------------------
+
+### JSON Lines bookmarks
+
+For PACS and viewer exports that are not DICOM SR: one bookmark (one lesion measurement on one
+key slice) per line, each line one JSON object, UTF-8. Blank lines are skipped.
+
+```json
+{"patient": "PX-1042", "study": "1.2.840.113619.2.55.3.1", "study_time": "2024-03-01T10:22:00", "series": "3", "image": "images/PX-1042/s3/0162.png", "long_axis_px": [238.3, 261.2, 235.9, 268.6], "short_axis_px": [240.4, 265.7, 233.7, 264.2], "spacing_mm": [0.82, 0.82], "type": "liver", "location": [0.55, 0.43, 0.62], "tracking_uid": "2.25.1234567", "tracking_id": "Lesion 1"}
+```
+
+Fields (required unless marked optional):
+
+- `patient`: string, the source's patient id. Write ids as JSON strings (`"000123"` keeps its
+  zeros; a number is rejected).
+- `study`: string, the study id (StudyInstanceUID or the export's own id; unique within the
+  patient).
+- `study_time`: string, an ISO 8601 date (`"2024-03-01"`) or date and time
+  (`"2024-03-01T10:22:00"`, optionally with a UTC offset: `Z`, `+01:00`). It orders the patient's
+  studies; all lines of one study must give the same time. Use one convention (local time, or
+  times with offsets) for all of a patient's studies: they are ordered as given.
+- `series` (optional): string, the series id.
+- `image`: string, the path to the key slice: a 16-bit grayscale PNG in DeepLesion's convention
+  (HU + 32768) or a DICOM file (with the `DICM` preamble). A relative path resolves against the
+  folder of the JSONL file.
+- `long_axis_px`: `[x1, y1, x2, y2]`, the long axis endpoints in pixels of that image (x right,
+  y down, 0-based), finite and >= 0, two distinct points.
+- `short_axis_px` (optional): `[x1, y1, x2, y2]`, the short axis, likewise; not longer (in mm)
+  than the long axis (equal is allowed: a round lesion).
+- `spacing_mm`: `[x, y]`, the pixel spacing in mm, both finite and > 0. x (the distance between
+  columns) comes first, as in DeepLesion's `Spacing_mm_px_`; DICOM's PixelSpacing is the other
+  way round (row spacing, i.e. y, first).
+- `type` (optional): the DeepLesion coarse type, a code 1..8 or its name, in any case: 1 `bone`,
+  2 `abdomen`, 3 `mediastinum`, 4 `liver`, 5 `lung`, 6 `kidney`, 7 `soft tissue`, 8 `pelvis`.
+- `location` (optional): `[x, y, z]`, the normalised body location, each in 0..1 (DeepLesion's
+  `Normalized_lesion_location`).
+- `tracking_uid` (optional): string, the source's lesion tracking UID, the same for one lesion
+  across reports.
+- `tracking_id` (optional): string, the source's tracking label (e.g. `"Lesion 1"`), unique
+  within the patient.
+
+`null` for an optional field means the same as leaving it out. Surrounding whitespace is not part
+of an id (as in DICOM, whose values are space-padded). Lengths are computed, never read: with
+`spacing_mm = [sx, sy]`, `long_axis_mm = sqrt(((x2 - x1) * sx)^2 + ((y2 - y1) * sy)^2)` over
+`long_axis_px`, and `short_axis_mm` likewise over `short_axis_px`.
+
+**Unknown fields are rejected**, with the list of known ones: a misspelt optional field
+(`"loction"`) would otherwise be lost without a word, and a field such as `"patient_name"` must
+not pass unnoticed through a tool that promises that no names enter the graph.
+
+**All or nothing.** The whole file is checked before anything is imported, and every problem is
+listed with the file, the line, the field (shown as `column`) and the reason; one bad line means
+nothing of the file is imported. Checked: the file (missing, empty, not UTF-8, a JSON array or a
+pretty-printed object instead of one object per line), JSON syntax per line, every field's
+presence and type, finite numbers, positive spacing, distinct endpoints, short axis not longer
+than the long, known type, location in 0..1, the image file (it must exist and be a 16-bit
+grayscale PNG or a DICOM file; with `--allow-missing-images` a missing one is accepted and the
+lesion is imported without the image-derived fields), one time per study, and duplicates: two
+lines with the same patient, study, image (compared by the last two components of its path, as
+in the lesion id) and axis endpoints (rounded to 0.01 px, in either direction) are one bookmark
+given twice, and the later line is rejected, naming the earlier one.
+
+---------------------------------------------------------------------------------------------------
+
+:func:`read_jsonl_bookmarks` returns one :class:`~lesionkg.records.Bookmark` per line, in file
+order, or raises one :class:`~lesionkg.errors.InvalidInputError` listing every problem (outcome
+"nothing was imported"). ``Bookmark.source`` is the path as given, ``source_index`` the 1-based
+line, ``image.path`` the image's absolute path, ``study_datetime`` the time in normal ISO form
+(``datetime.isoformat``: ``"2024-03-01T10:22"`` becomes ``"2024-03-01T10:22:00"``, ``Z`` becomes
+``+00:00``; a date stays a date).
+"""  # noqa: E501 (the example bookmark is one JSON line, as in a real file)
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from lesionkg.errors import InvalidInputError, Problem
+from lesionkg.pseudonym import lesion_key
+from lesionkg.records import COARSE_TYPES, Bookmark, ImageRef
+
+__all__ = [
+    "FIELDS",
+    "OPTIONAL_FIELDS",
+    "OUTCOME",
+    "REQUIRED_FIELDS",
+    "read_jsonl_bookmarks",
+]
+
+REQUIRED_FIELDS: tuple[str, ...] = (
+    "patient",
+    "study",
+    "study_time",
+    "image",
+    "long_axis_px",
+    "spacing_mm",
+)
+OPTIONAL_FIELDS: tuple[str, ...] = (
+    "series",
+    "short_axis_px",
+    "type",
+    "location",
+    "tracking_uid",
+    "tracking_id",
+)
+FIELDS: tuple[str, ...] = REQUIRED_FIELDS + OPTIONAL_FIELDS
+#: What a refused file did not do, in the error message.
+OUTCOME = "nothing was imported"
+
+#: Lengths within this many mm count as equal when the short axis is compared with the long one
+#: (a round lesion has two equal axes; float rounding must not make it "longer").
+AXIS_TOLERANCE_MM = 1e-6
+
+_TYPE_CODES: dict[str, int] = {name: code for code, name in COARSE_TYPES.items()}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_GRAY = 0
+_SHOWN_CHARS = 60
+
+
+class _FieldError(ValueError):
+    """A field's value is unusable; the message is the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Earlier:
+    """The first accepted line of a study, for the one-time-per-study check."""
+
+    line: int
+    study_time: str
+
+
+# --- values ---------------------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _identifier(value: Any) -> str:
+    if isinstance(value, str):
+        text = value.strip()
+        if text:
+            return text
+        raise _FieldError(f"expected a non-empty string, got {_show(value)}")
+    hint = ' (write ids as strings, e.g. "000123", so leading zeros survive)'
+    raise _FieldError(
+        f"expected a non-empty string, got {_kind(value)} {_show(value)}"
+        + (hint if isinstance(value, int | float) and not isinstance(value, bool) else "")
+    )
+
+
+def _study_time(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _FieldError(f"expected an ISO 8601 date or date and time string, got {_show(value)}")
+    text = value.strip()
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).isoformat()
+    except ValueError:
+        raise _FieldError(
+            'expected an ISO 8601 date or date and time ("2024-03-01", '
+            f'"2024-03-01T10:22:00"), got {_show(value)}'
+        ) from None
+
+
+def _numbers(value: Any, names: str, unit: str) -> tuple[float, ...]:
+    """A JSON array of len(names) finite numbers; ``names`` like ``"x1, y1, x2, y2"``."""
+    count = len(names.split(","))
+    expected = f"expected [{names}]: {count} finite numbers, {unit}"
+    if not isinstance(value, list):
+        raise _FieldError(f"{expected}, got {_kind(value)} {_show(value)}")
+    if len(value) != count:
+        raise _FieldError(f"{expected}, got {len(value)} item(s): {_show(value)}")
+    for i, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            raise _FieldError(f"{expected}, got {_show(value)} (item {i + 1} is {_kind(item)})")
+        # Python's json reads NaN and Infinity, and overflows 1e999 to inf.
+        if not math.isfinite(item):
+            raise _FieldError(f"{expected}, got {_show(value)} (item {i + 1} is not finite)")
+    return tuple(float(v) for v in value)
+
+
+def _endpoints(value: Any) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = points = _numbers(value, "x1, y1, x2, y2", "pixels")
+    if min(points) < 0.0:
+        raise _FieldError(
+            f"expected pixel coordinates >= 0 (0-based, x right, y down), got {_show(value)}"
+        )
+    if (x1, y1) == (x2, y2):
+        raise _FieldError(f"the two endpoints coincide ({_show(value)}): an axis needs a length")
+    return x1, y1, x2, y2
+
+
+def _spacing(value: Any) -> tuple[float, float]:
+    sx, sy = _numbers(value, "x, y", "mm per pixel")
+    if not (sx > 0.0 and sy > 0.0):
+        raise _FieldError(f"expected pixel spacings > 0 mm, got {_show(value)}")
+    return sx, sy
+
+
+def _location(value: Any) -> tuple[float, float, float]:
+    x, y, z = _numbers(value, "x, y, z", "normalised to 0..1")
+    if not all(0.0 <= v <= 1.0 for v in (x, y, z)):
+        raise _FieldError(f"expected [x, y, z] each in 0..1, got {_show(value)}")
+    return x, y, z
+
+
+def _coarse_type(value: Any) -> int:
+    names = ", ".join(f"{code} {name!r}" for code, name in COARSE_TYPES.items())
+    if isinstance(value, int) and not isinstance(value, bool) and value in COARSE_TYPES:
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TYPE_CODES:
+        return _TYPE_CODES[value.strip().lower()]
+    raise _FieldError(
+        f"expected a DeepLesion coarse type, a code or a name ({names}); leave the field out "
+        f"when the type is unknown; got {_show(value)}"
+    )
+
+
+def _image_problem(path: Path) -> str | None:
+    """Why ``path`` is not a usable key slice image, or None when it is one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except FileNotFoundError:
+        return f"image not found: {path} (--allow-missing-images imports it without the image)"
+    except IsADirectoryError:
+        return f"image {path} is a directory, expected a PNG or DICOM file"
+    except OSError as exc:
+        return f"image {path} cannot be read ({exc.strerror})"
+    if head.startswith(_PNG_SIGNATURE):
+        # IHDR is always the first chunk: bit depth at byte 24, colour type at byte 25. An 8-bit
+        # or colour PNG holds no HU values, and would be read as garbage.
+        if len(head) >= 26 and head[12:16] == b"IHDR" and head[24] == 16 and head[25] == _PNG_GRAY:
+            return None
+        return (
+            f"image {path} is a PNG but not 16-bit grayscale: expected DeepLesion's convention "
+            "(HU + 32768 in a 16-bit grayscale PNG)"
+        )
+    if head[128:132] == b"DICM":
+        return None
+    return f"image {path} is neither a PNG nor a DICOM file (no PNG signature, no DICM preamble)"
+
+
+# --- lines ----------------------------------------------------------------------------------------
+
+
+class _Bad:
+    """Marks a field that failed (``None`` means an absent optional field)."""
+
+
+_BAD: Any = _Bad()
+
+
+def _length_mm(points: tuple[float, ...], spacing: tuple[float, float]) -> float:
+    x1, y1, x2, y2 = points
+    sx, sy = spacing
+    return math.hypot((x2 - x1) * sx, (y2 - y1) * sy)
+
+
+class _Object(dict[str, Any]):
+    """A parsed JSON object that remembers its repeated keys (json keeps only the last value)."""
+
+    repeated: tuple[str, ...] = ()
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> _Object:
+    # A repeated field is data that json.loads would drop without a word.
+    obj = _Object(pairs)
+    if len(obj) < len(pairs):
+        seen: set[str] = set()
+        obj.repeated = tuple(k for k, _ in pairs if k in seen or seen.add(k))
+    return obj
+
+
+class _Reader:
+    """Checks one file's lines; collects every problem and the bookmarks of the good lines."""
+
+    def __init__(self, source: str, allow_missing_images: bool) -> None:
+        self.source = source
+        self.folder = Path(os.path.abspath(source)).parent
+        self.allow_missing_images = allow_missing_images
+        self.problems: list[Problem] = []
+        self.bookmarks: list[Bookmark] = []
+        self._keys: dict[tuple[str, ...], int] = {}
+        self._studies: dict[tuple[str, str], _Earlier] = {}
+        self._images: dict[Path, str | None] = {}
+        self.syntax_errors = 0
+
+    def problem(self, line: int, field: str | None, reason: str) -> None:
+        self.problems.append(Problem(self.source, line, field, reason))
+
+    def read_line(self, line: int, text: str) -> None:
+        try:
+            obj = json.loads(text, object_pairs_hook=_object_pairs)
+        except json.JSONDecodeError as exc:
+            self.syntax_errors += 1
+            self.problem(line, None, f"invalid JSON: {exc.msg} at character {exc.colno}")
+            return
+        if not isinstance(obj, dict):
+            self.problem(line, None, f"expected a JSON object (one bookmark), got {_kind(obj)}")
+            return
+        self._check_object(line, obj)
+
+    def _field(
+        self, line: int, obj: dict[str, Any], name: str, convert: Callable[[Any], Any]
+    ) -> Any:
+        """The converted value, None for an absent optional field, _BAD after a problem."""
+        value = obj.get(name)
+        if value is None:
+            if name in REQUIRED_FIELDS:
+                self.problem(line, name, "missing" if name not in obj else "missing (null)")
+                return _BAD
+            return None
+        try:
+            return convert(value)
+        except _FieldError as exc:
+            self.problem(line, name, str(exc))
+            return _BAD
+
+    def _check_object(self, line: int, obj: dict[str, Any]) -> None:
+        before = len(self.problems)
+        for name in dict.fromkeys(getattr(obj, "repeated", ())):
+            self.problem(line, name, "the field appears more than once in the object")
+        for name in obj:
+            if name not in FIELDS:
+                self.problem(
+                    line,
+                    name,
+                    "unknown field (rejected so that no data is dropped unnoticed); the fields "
+                    f"are {', '.join(FIELDS)}",
+                )
+        patient = self._field(line, obj, "patient", _identifier)
+        study = self._field(line, obj, "study", _identifier)
+        study_time = self._field(line, obj, "study_time", _study_time)
+        series = self._field(line, obj, "series", _identifier)
+        image = self._field(line, obj, "image", self._image)
+        long_px = self._field(line, obj, "long_axis_px", _endpoints)
+        short_px = self._field(line, obj, "short_axis_px", _endpoints)
+        spacing = self._field(line, obj, "spacing_mm", _spacing)
+        coarse_type = self._field(line, obj, "type", _coarse_type)
+        location = self._field(line, obj, "location", _location)
+        tracking_uid = self._field(line, obj, "tracking_uid", _identifier)
+        tracking_id = self._field(line, obj, "tracking_id", _identifier)
+
+        long_mm = short_mm = None
+        if spacing is not _BAD:
+            if long_px is not _BAD:
+                long_mm = _length_mm(long_px, spacing)
+            if short_px not in (_BAD, None):
+                short_mm = _length_mm(short_px, spacing)
+        if long_mm is not None and short_mm is not None and short_mm > long_mm + AXIS_TOLERANCE_MM:
+            self.problem(
+                line,
+                "short_axis_px",
+                f"the short axis ({short_mm:.2f} mm) is longer than the long axis "
+                f"({long_mm:.2f} mm); were the two swapped?",
+            )
+        if len(self.problems) > before:
+            return
+
+        bookmark = Bookmark(
+            source=self.source,
+            source_index=line,
+            patient_key=patient,
+            study_key=study,
+            study_datetime=study_time,
+            series_key=series,
+            image=image,
+            long_axis_mm=long_mm,
+            short_axis_mm=short_mm,
+            long_axis_px=long_px,
+            short_axis_px=short_px,
+            pixel_spacing_mm=spacing,
+            coarse_type=coarse_type,
+            tracking_id=tracking_id,
+            tracking_uid=tracking_uid,
+            location=location,
+        )
+        # Cross-line checks compare with accepted lines only, so that a broken line cannot make
+        # later good lines look inconsistent.
+        key = lesion_key(bookmark)
+        first = self._keys.get(key)
+        if first is not None:
+            self.problem(
+                line,
+                None,
+                f"duplicate of the bookmark on line {first} (same patient, study, image and axis "
+                "endpoints)",
+            )
+            return
+        earlier = self._studies.get((patient, study))
+        if earlier is not None and earlier.study_time != study_time:
+            self.problem(
+                line,
+                "study_time",
+                f"expected {earlier.study_time!r} as on line {earlier.line} for the same study, "
+                f"got {study_time!r}",
+            )
+            return
+        self._keys[key] = line
+        self._studies.setdefault((patient, study), _Earlier(line, study_time))
+        self.bookmarks.append(bookmark)
+
+    def _image(self, value: Any) -> ImageRef:
+        if not isinstance(value, str) or not value.strip():
+            raise _FieldError(f"expected a non-empty path string, got {_show(value)}")
+        # abspath, not resolve(): the path stays the one the export named, symlinks included.
+        path = Path(os.path.abspath(self.folder / value.strip()))
+        if path not in self._images:
+            self._images[path] = _image_problem(path)
+        reason = self._images[path]
+        if reason is not None and not (self.allow_missing_images and not path.exists()):
+            raise _FieldError(reason)
+        return ImageRef(path=str(path))
+
+
+# --- file -----------------------------------------------------------------------------------------
+
+
+def _refused(source: str, reason: str, line: int | None = None) -> InvalidInputError:
+    return InvalidInputError([Problem(source, line, None, reason)], outcome=OUTCOME)
+
+
+def _lines(source: str) -> list[tuple[int, str]]:
+    """``(line, text)`` of every non-blank line; file-level problems raise."""
+    try:
+        with open(source, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise _refused(source, "file not found") from None
+    except IsADirectoryError:
+        raise _refused(source, "is a directory, expected a JSON Lines file") from None
+    except OSError as exc:
+        raise _refused(source, f"cannot be read ({exc.strerror})") from None
+    if not data:
+        raise _refused(source, "file is empty (0 bytes); expected one JSON bookmark per line")
+    lines: list[tuple[int, str]] = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if b"\0" in raw:
+            raise _refused(
+                source,
+                "not a UTF-8 text file (NUL byte; UTF-16 or binary?): JSON Lines is UTF-8",
+                number,
+            )
+        try:
+            # A byte order mark is not JSON; tolerate one at the start, as many editors write it.
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise _refused(
+                source,
+                f"not a UTF-8 text file (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of "
+                "the line cannot be decoded): JSON Lines is UTF-8",
+                number,
+            ) from None
+        if text.strip():
+            lines.append((number, text))
+    if not lines:
+        raise _refused(source, "no bookmarks: the file holds only blank lines")
+    first_line, first_text = lines[0]
+    if first_text.lstrip().startswith("["):
+        raise _refused(
+            source,
+            "a JSON array, not JSON Lines: write one bookmark object per line "
+            "(e.g. jq -c '.[]' bookmarks.json > bookmarks.jsonl)",
+            first_line,
+        )
+    return lines
+
+
+def read_jsonl_bookmarks(
+    path: str | os.PathLike[str], *, allow_missing_images: bool = False
+) -> list[Bookmark]:
+    """Every bookmark of a JSON Lines file (format in the module documentation), in file order.
+
+    Checks the whole file first and raises one :class:`~lesionkg.errors.InvalidInputError`
+    listing every problem (file, line, field, reason; outcome "nothing was imported") if there is
+    any, so that nothing of a bad file is imported. ``allow_missing_images`` accepts image paths
+    that do not exist (the bookmark keeps the path; the caller imports it without image-derived
+    fields); an image that exists must still be a 16-bit grayscale PNG or a DICOM file.
+    """
+    source = os.fspath(path)
+    reader = _Reader(source, allow_missing_images)
+    lines = _lines(source)
+    for number, text in lines:
+        reader.read_line(number, text)
+    if reader.syntax_errors:
+        _refuse_whole_document(source, "\n".join(text for _, text in lines))
+    if reader.problems:
+        raise InvalidInputError(reader.problems, outcome=OUTCOME)
+    return reader.bookmarks
+
+
+def _refuse_whole_document(source: str, text: str) -> None:
+    """Name the real mistake when the file is one JSON document spread over many lines."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        return
+    raise _refused(
+        source,
+        f"the file is one JSON {'array' if isinstance(document, list) else 'document'} spread "
+        "over several lines, not JSON Lines: write each bookmark object on one line "
+        "(e.g. jq -c . bookmarks.json > bookmarks.jsonl)",
+    )
