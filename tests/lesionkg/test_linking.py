@@ -158,22 +158,24 @@ def test_other_patients_edges_and_predicted_types(linked, cli_args):
 def test_vector_index_answers_in_cypher(linked):
     driver, _ = linked
     # Neo4j's vector index is approximate (it misses about 1 of 10 neighbours when asked for
-    # exactly k): ask it for 50 and keep the best, as the README advises.
+    # exactly k): ask it for 50 and keep the best, as the README advises. Other patients only, so
+    # the answer compares with the edges whether they were linked with --other-patients or not:
+    # the nearest other-patient edge is the nearest other-patient lesion in both cases.
     out = rows(
         driver,
         """
         MATCH (a:Lesion) WITH a ORDER BY a.lesion_id LIMIT 50
+        MATCH (a)-[e:SIMILAR_TO {space: 'cues'}]->(b) WHERE b.patient_id <> a.patient_id
+        WITH a, min(e.distance) AS nearest
         CALL db.index.vector.queryNodes('lesion_cues', 50, a.cues) YIELD node, score
-        WITH a, node, score WHERE node <> a
-        WITH a, max(score) AS best
-        MATCH (a)-[e:SIMILAR_TO {space: 'cues', rank: 1}]->(b)
-        RETURN best, 1.0 / (1.0 + e.distance) AS from_edge
+        WITH a, nearest, node, score WHERE node.patient_id <> a.patient_id
+        RETURN a.lesion_id AS id, max(score) AS best, 1.0 / (1.0 + nearest) AS from_edge
         """,
     )
-    assert len(out) == 50
+    assert len(out) >= 45
     # the index's similarity is 1 / (1 + squared distance): the same nearest distance as the edge
     agree = sum(r["best"] == pytest.approx(r["from_edge"], rel=1e-4) for r in out)
-    assert agree >= 48
+    assert agree >= len(out) - 2
 
 
 def test_evaluate_retrieval_reproduced_independently(linked, cli_args, deeplesion_dir):
