@@ -252,6 +252,15 @@ def _write_conf(data_dir: Path, port: int, heap: str, pagecache: str) -> None:
     )
 
 
+def new_password() -> str:
+    """A generated password of 32 hex digits (128 bits).
+
+    Hex, not ``token_urlsafe``: a URL-safe token starts with ``-`` once in 64 draws, and
+    neo4j-admin then reads the password as an option and refuses to start.
+    """
+    return secrets.token_hex(16)
+
+
 def start(
     data_dir: Path,
     port: int = 7687,
@@ -291,7 +300,7 @@ def start(
     env = {**os.environ, "NEO4J_HOME": str(data_dir), "NEO4J_CONF": str(data_dir / "conf")}
     classpath = f"{lib}/*"
     if instance is None:
-        password = secrets.token_urlsafe(18)
+        password = new_password()
         proc = subprocess.run(
             [
                 java,

@@ -123,3 +123,11 @@ def test_docker_compose_config_validates():
     env.pop("NEO4J_PASSWORD")
     refused = subprocess.run([*cmd, "config"], cwd=REPO, env=env, capture_output=True, text=True)
     assert refused.returncode != 0 and "NEO4J_PASSWORD" in refused.stderr
+
+
+def test_generated_passwords_never_look_like_an_option():
+    # neo4j-admin takes a password that starts with "-" for an option and refuses to start;
+    # the old URL-safe tokens did that once in 64 starts.
+    drawn = {server.new_password() for _ in range(2000)}
+    assert len(drawn) == 2000
+    assert all(len(p) == 32 and p[0] != "-" and p.isalnum() for p in drawn)
