@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEEPLESION = REPO.parent / "shared" / "data" / "deeplesion"
 VAL_CSV = DEEPLESION / "dl_info" / "DL_info_val.csv"
 TRAIN_CSV = DEEPLESION / "dl_info" / "DL_info_train_partial.csv"
+DICOM = REPO.parent / "shared" / "data" / "dicom"
 DATABASE = "neo4j"
 MISSING_HINT = "(the tests read ../shared/data/deeplesion beside the checkout, in place)"
 
@@ -32,6 +33,14 @@ def deeplesion_dir() -> Path:
     if not DEEPLESION.is_dir():
         pytest.fail(f"the real DeepLesion data is missing: {DEEPLESION} {MISSING_HINT}")
     return DEEPLESION
+
+
+@pytest.fixture(scope="session")
+def dicom_dir() -> Path:
+    """The real DICOM SR and CT test files (``../shared/data/dicom``), read in place."""
+    if not DICOM.is_dir():
+        pytest.fail(f"the real DICOM test files are missing: {DICOM} (read in place, beside main)")
+    return DICOM
 
 
 @pytest.fixture(scope="session")

@@ -15,15 +15,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from lesionkg.errors import InvalidInputError
 from lesionkg.loaders.ct import CTImage, CTIndex, index_ct_images, neighbours, read_hu
 
-DICOM = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dicom"
 LIVER = ("01.dcm", "02.dcm", "03.dcm")
-
-
-@pytest.fixture(scope="module")
-def dicom_dir() -> Path:
-    if not DICOM.is_dir():
-        pytest.fail(f"the real DICOM test files are missing: {DICOM} (read in place, beside main)")
-    return DICOM
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,6 @@ from lesionkg.loaders.dicom_sr import (
 )
 from lesionkg.records import Bookmark, ImageRef
 
-DICOM = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dicom"
 CT_SMALL_UID = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
 CT_SMALL_SERIES = "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322"
 
@@ -62,13 +61,6 @@ BIRTH_DATE = "19700101"
 ACCESSION = "SYNACC0001"
 #: (row spacing, column spacing) = (y, x) mm, deliberately anisotropic to catch an order mix-up
 SPACING_YX = (0.9, 0.7)
-
-
-@pytest.fixture(scope="module")
-def dicom_dir() -> Path:
-    if not DICOM.is_dir():
-        pytest.fail(f"the real DICOM test files are missing: {DICOM} (read in place, beside main)")
-    return DICOM
 
 
 @pytest.fixture(scope="module")
