@@ -43,6 +43,29 @@ def dicom_dir() -> Path:
     return DICOM
 
 
+@pytest.fixture
+def liver_multiframe(dicom_dir):
+    """The three real liver CT slices as one Legacy Converted Enhanced CT (highdicom), unsaved:
+    a multi-frame image for the frame-aware readers. A fresh dataset per test (tests change it)."""
+    import warnings
+
+    import highdicom as hd
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    slices = [pydicom.dcmread(dicom_dir / "ct" / "liver" / f"0{i}.dcm") for i in (1, 2, 3)]
+    with warnings.catch_warnings():
+        # The real slices' PatientName has one component, which highdicom warns about.
+        warnings.simplefilter("ignore", UserWarning)
+        return hd.legacy.LegacyConvertedEnhancedCTImage(
+            legacy_datasets=slices,
+            series_instance_uid=generate_uid(),
+            series_number=900,
+            sop_instance_uid=generate_uid(),
+            instance_number=1,
+        )
+
+
 @pytest.fixture(scope="session")
 def val_csv() -> Path:
     if not VAL_CSV.is_file():

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
-import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -175,25 +173,11 @@ def test_read_hu_rejects_a_frame_that_does_not_exist(real_index: CTIndex) -> Non
         read_hu(by_name(real_index, "ct_small.dcm"), frame=2)
 
 
-def write_liver_multiframe(dicom_dir: Path, path: Path) -> Path:
-    """The three real liver slices as one Legacy Converted Enhanced CT (written by highdicom)."""
-    slices = [pydicom.dcmread(dicom_dir / "ct" / "liver" / name) for name in LIVER]
-    with warnings.catch_warnings():
-        # The real slices' PatientName has one component, which highdicom warns about.
-        warnings.simplefilter("ignore", UserWarning)
-        image = hd.legacy.LegacyConvertedEnhancedCTImage(
-            legacy_datasets=slices,
-            series_instance_uid=generate_uid(),
-            series_number=900,
-            sop_instance_uid=generate_uid(),
-            instance_number=1,
-        )
-    image.save_as(path)
-    return path
-
-
-def test_multiframe_ct_reads_functional_groups_and_frames(dicom_dir: Path, tmp_path: Path) -> None:
-    path = write_liver_multiframe(dicom_dir, tmp_path / "liver_multiframe.dcm")
+def test_multiframe_ct_reads_functional_groups_and_frames(
+    dicom_dir: Path, liver_multiframe, tmp_path: Path
+) -> None:
+    path = tmp_path / "liver_multiframe.dcm"
+    liver_multiframe.save_as(path)
     (image,) = index_ct_images([path]).values()
     assert image.number_of_frames == 3
     assert image.pixel_spacing_mm == (0.810547, 0.810547)

@@ -744,20 +744,10 @@ def test_study_datetime_iso() -> None:
         study_datetime_iso("20241301", "")
 
 
-def test_frame_of_a_real_multiframe_ct(dicom_dir: Path, tmp_path: Path) -> None:
+def test_frame_of_a_real_multiframe_ct(liver_multiframe, tmp_path: Path) -> None:
     """A report written here with highdicom on frame 2 of the real liver slices as one
     Legacy Converted Enhanced CT (converted here with highdicom)."""
-    slices = [pydicom.dcmread(dicom_dir / "ct" / "liver" / f"0{i}.dcm") for i in (1, 2, 3)]
-    with warnings.catch_warnings():
-        # The real slices' PatientName has one component, which highdicom warns about.
-        warnings.simplefilter("ignore", UserWarning)
-        multiframe = hd.legacy.LegacyConvertedEnhancedCTImage(
-            legacy_datasets=slices,
-            series_instance_uid=generate_uid(),
-            series_number=900,
-            sop_instance_uid=generate_uid(),
-            instance_number=1,
-        )
+    multiframe = liver_multiframe
     # The real slices carry an empty Specific Character Set, which highdicom's SR refuses.
     del multiframe.SpecificCharacterSet
     cts = tmp_path / "cts"
