@@ -2,22 +2,33 @@
 and score them against same-lesion pairs.
 
 Writes ``track_id`` on every lesion (singletons too) and ``(:Lesion)-[:FOLLOWED_BY {score,
-same_study}]->(:Lesion)`` between consecutive measurements of a track. A run replaces the tracks
-of the patients it covers, in batches of patients, one transaction per batch.
+same_study, by}]->(:Lesion)`` between consecutive measurements of a track (``by``: "reader" when
+a PACS reader gave both one tracking UID, else "matching"). A run replaces the tracks of the
+patients it covers, in batches of patients, one transaction per batch.
+
+An ETL that matches the patients it just loaded inside its own write transaction uses the two
+halves of :func:`match_graph` directly::
+
+    by_patient = read_match_lesions(tx, database, patient_ids)
+    tracks = {pid: match_patient(lesions) for pid, lesions in by_patient.items()}
+    tx.run(statement("write_tracks"), patients=track_rows(tracks))
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
-from neo4j import Driver
+from neo4j import Driver, ManagedTransaction, Transaction
+from neo4j.exceptions import Neo4jError
 from tqdm import tqdm
 
-from lesionkg.errors import QueryError
+from lesionkg.errors import DatabaseError, QueryError
 from lesionkg.evaluation import (
     MatchingScores,
     PairLesion,
@@ -26,14 +37,30 @@ from lesionkg.evaluation import (
 )
 from lesionkg.graph import apply_schema, run_statement
 from lesionkg.loaders.pairs import read_same_lesion_pairs
-from lesionkg.matching import BASELINE, MatchConfig, MatchLesion, match_patient
+from lesionkg.matching import (
+    BASELINE,
+    BY_READER,
+    MatchConfig,
+    MatchLesion,
+    ReaderAgreement,
+    Tracks,
+    match_patient,
+    reader_agreement,
+)
+from lesionkg.statements import statement
 
 PATIENTS_PER_BATCH = 200
 
 
 @dataclass
 class MatchSummary:
-    """What one ``match`` run did."""
+    """What one ``match`` run did.
+
+    ``reader_links``: FOLLOWED_BY edges ``by`` "reader" (two lesions of one tracking UID);
+    ``reader_conflicts``: reader links refused (one UID twice in one volume);
+    ``reader_agreement``: ``pairs``, ``agree``, ``disagree`` of
+    :func:`lesionkg.matching.reader_agreement`, summed over the patients.
+    """
 
     patients: int = 0
     lesions: int = 0
@@ -41,6 +68,9 @@ class MatchSummary:
     multi_tracks: int = 0
     links: int = 0
     same_study_links: int = 0
+    reader_links: int = 0
+    reader_conflicts: int = 0
+    reader_agreement: dict = field(default_factory=lambda: ReaderAgreement().as_dict())
     seconds: float = 0.0
     config: dict = field(default_factory=dict)
 
@@ -48,29 +78,71 @@ class MatchSummary:
         return asdict(self)
 
 
-def _read(driver: Driver, database: str, patient_id: str | None) -> dict[str, list[MatchLesion]]:
-    rows = run_statement(
-        driver,
-        database,
-        "match_lesions",
-        "reading lesions for matching",
-        read=True,
-        patient_id=patient_id,
+def _match_lesion(r: Mapping[str, Any]) -> MatchLesion:
+    """A :class:`MatchLesion` from a row of ``match_lesions`` (or ``tracked_lesions``, which has
+    no embedding column)."""
+    embedding = r.get("embedding")
+    return MatchLesion(
+        lesion_id=r["lesion_id"],
+        study_index=r["study_index"],
+        series_id=r["series_id"],
+        # the statements give x, y, z; x, y, NaN (z unknown); or null (no location)
+        location=tuple(r["location"]) if r["location"] is not None else None,
+        long_axis_mm=r["long_axis_mm"],
+        coarse_type=r["coarse_type"],
+        embedding=tuple(embedding) if embedding is not None else None,
+        tracking_uid=r["tracking_uid"],
     )
+
+
+def read_match_lesions(
+    driver: Driver | ManagedTransaction | Transaction,
+    database: str,
+    patient_ids: Sequence[str] | None,
+) -> dict[str, list[MatchLesion]]:
+    """What matching needs of the lesions of ``patient_ids`` (``None``: every patient), by patient.
+
+    Patients without lesions are simply absent. ``driver`` may be an open transaction instead
+    (an ETL's own write transaction, which must see the lesions it just wrote; ``database`` is
+    then the transaction's and ignored). A Neo4j failure raises :class:`DatabaseError`.
+    """
+    if isinstance(patient_ids, str):
+        # a str is a Sequence[str] too, and would read patients "0", "1", ...
+        raise TypeError("read_match_lesions: patient_ids is a list of ids, not one id")
+    ids = None if patient_ids is None else list(patient_ids)
+    if isinstance(driver, Driver):
+        rows = run_statement(
+            driver,
+            database,
+            "match_lesions",
+            "reading lesions for matching",
+            read=True,
+            patient_ids=ids,
+        )
+    else:
+        try:
+            rows = list(driver.run(statement("match_lesions"), patient_ids=ids))
+        except Neo4jError as exc:
+            raise DatabaseError(f"reading lesions for matching failed: {exc}") from exc
     out: dict[str, list[MatchLesion]] = defaultdict(list)
     for r in rows:
-        out[r["patient_id"]].append(
-            MatchLesion(
-                lesion_id=r["lesion_id"],
-                study_index=r["study_index"],
-                series_id=r["series_id"],
-                location=tuple(r["location"]),
-                long_axis_mm=r["long_axis_mm"],
-                coarse_type=r["coarse_type"],
-                embedding=tuple(r["embedding"]) if r["embedding"] is not None else None,
-            )
-        )
-    return out
+        out[r["patient_id"]].append(_match_lesion(r))
+    return dict(out)
+
+
+def track_rows(tracks_by_patient: Mapping[str, Tracks]) -> list[dict]:
+    """The ``$patients`` parameter of ``write_tracks.cypher`` for these patients' tracks.
+
+    ``tx.run(statement("write_tracks"), patients=track_rows(tracks))`` replaces their tracks.
+    """
+    return [
+        {
+            "patient_id": pid,
+            "tracks": [{"lesion_id": k, "track_id": v} for k, v in tracks.track_of.items()],
+            "links": [asdict(link) for link in tracks.links],
+        }
+        for pid, tracks in tracks_by_patient.items()
+    ]
 
 
 def match_graph(
@@ -78,21 +150,29 @@ def match_graph(
     *,
     database: str = "neo4j",
     patient_id: str | None = None,
+    patient_ids: Sequence[str] | None = None,
     config: MatchConfig | None = None,
     progress: bool = True,
 ) -> MatchSummary:
-    """Match the lesions of one patient (or all) and replace their tracks in the graph.
+    """Match the lesions of one patient, of some, or of all, and replace their tracks in the graph.
 
-    ``config`` defaults to :class:`MatchConfig`'s defaults.
+    ``patient_id``: only this patient, a :class:`QueryError` when it has no lesions;
+    ``patient_ids``: only these patients, those without lesions simply absent from the summary
+    (an ETL names the patients a batch touched). ``config`` defaults to :class:`MatchConfig`'s
+    defaults; reader links (tracking UIDs) are used.
     """
+    if patient_id is not None and patient_ids is not None:
+        raise ValueError("match_graph: give patient_id or patient_ids, not both")
     config = config or MatchConfig()
     started = time.perf_counter()
-    by_patient = _read(driver, database, patient_id)
+    ids = [patient_id] if patient_id is not None else patient_ids
+    by_patient = read_match_lesions(driver, database, ids)
     if patient_id is not None and not by_patient:
         raise QueryError(f"no lesions of patient {patient_id!r} in the graph")
     summary = MatchSummary(config=config.as_dict())
+    agreement = ReaderAgreement()
     apply_schema(driver, database)
-    batch: list[dict] = []
+    batch: dict[str, Tracks] = {}
     bar = tqdm(total=len(by_patient), desc="match", unit="patient", disable=not progress)
 
     def flush() -> None:
@@ -103,7 +183,7 @@ def match_graph(
             database,
             "write_tracks",
             f"writing the tracks of {len(batch)} patients",
-            patients=batch,
+            patients=track_rows(batch),
         )
         bar.update(len(batch))
         batch.clear()
@@ -120,17 +200,15 @@ def match_graph(
         summary.multi_tracks += sum(1 for n in sizes.values() if n > 1)
         summary.links += len(tracks.links)
         summary.same_study_links += sum(1 for link in tracks.links if link.same_study)
-        batch.append(
-            {
-                "patient_id": pid,
-                "tracks": [{"lesion_id": k, "track_id": v} for k, v in tracks.track_of.items()],
-                "links": [asdict(link) for link in tracks.links],
-            }
-        )
+        summary.reader_links += sum(1 for link in tracks.links if link.by == BY_READER)
+        summary.reader_conflicts += tracks.reader_conflicts
+        agreement += reader_agreement(lesions, config)
+        batch[pid] = tracks
         if len(batch) >= PATIENTS_PER_BATCH:
             flush()
     flush()
     bar.close()
+    summary.reader_agreement = agreement.as_dict()
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
 
@@ -148,6 +226,9 @@ class MatchingReport:
     #: with each other (two lesions of one volume in a component) cap what any tracking can score
     ground_truth_components: MatchingScores
     targets: dict = field(default_factory=lambda: {"recall": 0.98, "precision": 0.99})
+    #: :func:`lesionkg.matching.reader_agreement` over every patient of the graph (its default
+    #: config): how often matching without reader links agrees with the readers' tracking UIDs
+    reader_agreement: ReaderAgreement = field(default_factory=ReaderAgreement)
 
     def as_dict(self) -> dict:
         return {
@@ -160,6 +241,7 @@ class MatchingReport:
             "targets": self.targets,
             "targets_met": self.ours.recall >= self.targets["recall"]
             and self.ours.precision >= self.targets["precision"],
+            "reader_agreement": self.reader_agreement.as_dict(),
         }
 
 
@@ -168,8 +250,10 @@ def evaluate_matching(
 ) -> MatchingReport:
     """Score the graph's tracks on a same-lesion pairs CSV, beside the baseline of the same run.
 
-    The baseline (:data:`lesionkg.matching.BASELINE`) is computed here from the same lesions.
-    Pairs whose key slice is not in the graph are listed in ``unresolved``, never dropped silently.
+    The baseline (:data:`lesionkg.matching.BASELINE`) is computed here from the same lesions,
+    reader links included, as the stored tracks had them. Pairs whose key slice is not in the graph
+    are listed in ``unresolved``, never dropped silently. ``reader_agreement`` covers every patient
+    with tracking UIDs (none in DeepLesion), whether the pairs name it or not.
     """
     pairs = read_same_lesion_pairs(pairs_path)
     rows = run_statement(driver, database, "tracked_lesions", "reading lesions", read=True)
@@ -189,16 +273,7 @@ def evaluate_matching(
         volume_of[lid] = (r["patient_id"], r["study_index"], r["series_id"])
         type_of[lid] = r["coarse_type"]
         ours[lid] = r["track_id"]
-        by_patient[r["patient_id"]].append(
-            MatchLesion(
-                lid,
-                r["study_index"],
-                r["series_id"],
-                tuple(r["location"]),
-                r["long_axis_mm"],
-                r["coarse_type"],
-            )
-        )
+        by_patient[r["patient_id"]].append(_match_lesion(r))
     resolved: list[tuple[str, str]] = []
     unresolved: list[str] = []
     for p in pairs:
@@ -221,6 +296,13 @@ def evaluate_matching(
     baseline: dict[str, str] = {}
     for pid in sorted(by_patient):
         baseline.update(match_patient(by_patient[pid], BASELINE).track_of)
+    # Agreement needs the lesions exactly as `match` saw them (embeddings too), so it reads the
+    # patients with tracking UIDs again; DeepLesion has none and reads nothing.
+    with_uids = sorted({r["patient_id"] for r in rows if r["tracking_uid"] is not None})
+    agreement = ReaderAgreement()
+    if with_uids:
+        for lesions in read_match_lesions(driver, database, with_uids).values():
+            agreement += reader_agreement(lesions)
     components = nx.Graph()
     components.add_nodes_from(ours)
     components.add_edges_from(resolved)
@@ -232,4 +314,5 @@ def evaluate_matching(
         ours=score_matching(resolved, ours, volume_of, type_of),
         baseline=score_matching(resolved, baseline, volume_of, type_of),
         ground_truth_components=score_matching(resolved, truth, volume_of, type_of),
+        reader_agreement=agreement,
     )

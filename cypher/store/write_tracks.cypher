@@ -1,7 +1,9 @@
 // Replace the tracks of a batch of patients in one transaction.
 // $patients: LIST<MAP{patient_id: STRING,
 //   tracks: LIST<MAP{lesion_id, track_id: STRING}>,
-//   links: LIST<MAP{source, target: STRING, score: FLOAT, same_study: BOOLEAN}>}>
+//   links: LIST<MAP{source, target: STRING, score: FLOAT, same_study: BOOLEAN, by: STRING}>}>
+// (lesionkg.tracking.track_rows builds it; `by`: 'reader' for a link of two lesions the reader gave
+// one tracking UID, 'matching' for an inferred one).
 // Every FOLLOWED_BY edge among the patient's lesions goes first, so a re-run never duplicates
 // an edge or keeps one a better match replaced.
 UNWIND $patients AS p
@@ -19,6 +21,6 @@ CALL (p) {
 CALL (p) {
   UNWIND p.links AS e
   MATCH (a:Lesion {lesion_id: e.source}), (b:Lesion {lesion_id: e.target})
-  CREATE (a)-[:FOLLOWED_BY {score: e.score, same_study: e.same_study}]->(b)
+  CREATE (a)-[:FOLLOWED_BY {score: e.score, same_study: e.same_study, by: e.by}]->(b)
 }
 RETURN count(p) AS patients

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections import defaultdict
 
 import pytest
@@ -11,9 +12,12 @@ from click.testing import CliRunner
 from conftest import DATABASE, GraphState
 
 from lesionkg.cli import main
+from lesionkg.errors import QueryError
 from lesionkg.graph import counts, reset
+from lesionkg.matching import match_patient
 from lesionkg.pipeline import load_deeplesion
-from lesionkg.tracking import match_graph
+from lesionkg.statements import statement
+from lesionkg.tracking import evaluate_matching, match_graph, read_match_lesions, track_rows
 
 pytestmark = pytest.mark.neo4j
 
@@ -82,6 +86,11 @@ def test_rerunning_match_changes_nothing(tracked_val):
     summary = match_graph(tracked_val, database=DATABASE, progress=False)
     assert counts(tracked_val, DATABASE) == before
     assert before["FOLLOWED_BY"] == summary.links > 1000
+    # DeepLesion has no tracking UIDs: every link is inferred
+    assert (summary.reader_links, summary.reader_conflicts) == (0, 0)
+    assert summary.reader_agreement == {"pairs": 0, "agree": 0, "disagree": 0}
+    by = rows(tracked_val, "MATCH ()-[f:FOLLOWED_BY]->() RETURN f.by AS by, count(*) AS n")
+    assert by == [{"by": "matching", "n": summary.links}]
     assert rows(tracked_val, "MATCH (l:Lesion) RETURN l.lesion_id AS id, l.track_id AS t") == (
         tracks_before
     )
@@ -149,6 +158,7 @@ def test_evaluate_matching_is_reproduced_independently(tracked_val, cli_args, de
     report = json.loads(result.stdout)
     recall, precision = _independent_scores(tracked_val, pairs_csv)
     assert report["pairs"] == 906 and report["unresolved"] == []
+    assert report["reader_agreement"] == {"pairs": 0, "agree": 0, "disagree": 0}
     assert report["ours"]["recall"] == pytest.approx(recall, abs=1e-4)
     assert report["ours"]["precision"] == pytest.approx(precision, abs=1e-4)
     # the issue's baseline, computed in the same run, is worse on both
@@ -168,3 +178,155 @@ def test_evaluate_matching_bad_pairs_file_names_line_and_column(tracked_val, cli
     assert result.exit_code == 1
     assert f"{bad}, line 2, column target_recist_diameter_mm" in result.output
     assert "nothing was evaluated" in result.output
+
+
+# --- PACS bookmarks: string series ids, x, y only, no location, the readers' tracking UIDs ------
+
+PACS_LESIONS = """
+UNWIND $rows AS r
+CREATE (l:Lesion {lesion_id: r.id, patient_id: r.patient, study_index: r.study,
+                  series_id: r.series, long_axis_mm: r.long, short_axis_mm: r.long / 2,
+                  file_name: r.id + '.png'})
+SET l.location_xy = r.xy, l.location = r.xyz, l.tracking_uid = r.uid
+"""
+
+
+def pacs_lesion(lid, patient, study, series, *, xy=None, xyz=None, uid=None, long=20.0) -> dict:
+    return {
+        "id": lid,
+        "patient": patient,
+        "study": study,
+        "series": series,
+        "xy": xy,
+        "xyz": xyz,
+        "uid": uid,
+        "long": long,
+    }
+
+
+@pytest.fixture
+def pacs_graph(empty_graph):
+    """Three patients written with plain Cypher, as the PACS ETL stores them:
+
+    - PX-A: string series ids, x, y only; by location a1-b1 and a2-b2, but the readers' UIDs say
+      a1-b2 and a2-b1; a3-b3 without UIDs; b4 without any location;
+    - PX-B: one UID on two lesions of one volume (c1, c2) and on d1 in the next study;
+    - PX-C: DeepLesion-like, int series ids and x, y, z.
+    """
+    lesions = [
+        pacs_lesion("PA-a1", "PX-A", 1, "SE-3fa9", xy=[0.30, 0.40], uid="TU-x"),
+        pacs_lesion("PA-a2", "PX-A", 1, "SE-3fa9", xy=[0.60, 0.40], uid="TU-y"),
+        pacs_lesion("PA-a3", "PX-A", 1, "SE-3fa9", xy=[0.80, 0.80]),
+        pacs_lesion("PA-b1", "PX-A", 2, "SE-77c0", xy=[0.31, 0.40], uid="TU-y"),
+        pacs_lesion("PA-b2", "PX-A", 2, "SE-77c0", xy=[0.61, 0.40], uid="TU-x"),
+        pacs_lesion("PA-b3", "PX-A", 2, "SE-77c0", xy=[0.81, 0.80]),
+        pacs_lesion("PA-b4", "PX-A", 2, "SE-77c0"),
+        pacs_lesion("PB-c1", "PX-B", 1, "SE-0001", xy=[0.2, 0.2], uid="TU-z"),
+        pacs_lesion("PB-c2", "PX-B", 1, "SE-0001", xy=[0.7, 0.7], uid="TU-z"),
+        pacs_lesion("PB-d1", "PX-B", 2, "SE-0002", xy=[0.7, 0.7], uid="TU-z"),
+        pacs_lesion("PC-e1", "PX-C", 1, 3, xyz=[0.5, 0.5, 0.5]),
+        pacs_lesion("PC-f1", "PX-C", 2, 1, xyz=[0.5, 0.5, 0.51]),
+    ]
+    empty_graph.execute_query(PACS_LESIONS, rows=lesions, database_=DATABASE)
+    return empty_graph
+
+
+def graph_tracks(driver) -> dict[str, str | None]:
+    found = rows(driver, "MATCH (l:Lesion) RETURN l.lesion_id AS id, l.track_id AS track")
+    return {r["id"]: r["track"] for r in found}
+
+
+def graph_links(driver) -> set[tuple[str, str, str, bool]]:
+    found = rows(
+        driver,
+        "MATCH (a:Lesion)-[f:FOLLOWED_BY]->(b:Lesion) "
+        "RETURN a.lesion_id AS a, b.lesion_id AS b, f.by AS by, f.same_study AS same",
+    )
+    return {(r["a"], r["b"], r["by"], r["same"]) for r in found}
+
+
+def test_pacs_lesions_are_tracked_by_reader_links_first(pacs_graph):
+    summary = match_graph(
+        pacs_graph, database=DATABASE, patient_ids=["PX-A", "PX-B", "PX-none"], progress=False
+    )
+    # only the named patients are touched; one without lesions is simply absent
+    assert (summary.patients, summary.lesions) == (2, 10)
+    tracks = graph_tracks(pacs_graph)
+    assert tracks == {
+        "PA-a1": "T-a1",
+        "PA-b2": "T-a1",
+        "PA-a2": "T-a2",
+        "PA-b1": "T-a2",
+        "PA-a3": "T-a3",
+        "PA-b3": "T-a3",
+        "PA-b4": "T-b4",
+        "PB-c1": "T-c1",
+        "PB-d1": "T-c1",
+        "PB-c2": "T-c2",
+        "PC-e1": None,
+        "PC-f1": None,
+    }
+    assert graph_links(pacs_graph) == {
+        ("PA-a1", "PA-b2", "reader", False),
+        ("PA-a2", "PA-b1", "reader", False),
+        ("PA-a3", "PA-b3", "matching", False),
+        ("PB-c1", "PB-d1", "reader", False),
+    }
+    assert (summary.links, summary.reader_links, summary.reader_conflicts) == (4, 3, 1)
+    # without reader links matching pairs PX-A's lesions the other way round (both pairs
+    # disagree), and PX-B's d1 with c2, at its place, rather than with c1 (the reader's pair)
+    assert summary.reader_agreement == {"pairs": 3, "agree": 0, "disagree": 3}
+    assert summary.as_dict()["reader_agreement"] == summary.reader_agreement
+
+    # then everyone: PX-C gets its (inferred) track, the others' tracks stay as they were
+    everyone = match_graph(pacs_graph, database=DATABASE, progress=False)
+    assert everyone.patients == 3
+    assert graph_tracks(pacs_graph) == {**tracks, "PC-e1": "T-e1", "PC-f1": "T-e1"}
+    assert ("PC-e1", "PC-f1", "matching", False) in graph_links(pacs_graph)
+    assert match_graph(pacs_graph, database=DATABASE, patient_ids=[], progress=False).patients == 0
+    with pytest.raises(QueryError, match="no lesions of patient 'PX-none'"):
+        match_graph(pacs_graph, database=DATABASE, patient_id="PX-none", progress=False)
+
+
+def test_read_match_lesions_builds_partial_locations(pacs_graph):
+    by_patient = read_match_lesions(pacs_graph, DATABASE, ["PX-A", "PX-C", "PX-none"])
+    assert sorted(by_patient) == ["PX-A", "PX-C"]
+    a = {x.lesion_id: x for x in by_patient["PX-A"]}
+    assert a["PA-a1"].location[:2] == (0.30, 0.40) and math.isnan(a["PA-a1"].location[2])
+    assert a["PA-a1"].series_id == "SE-3fa9" and a["PA-a1"].tracking_uid == "TU-x"
+    assert a["PA-b4"].location is None and a["PA-b4"].tracking_uid is None
+    c = {x.lesion_id: x for x in by_patient["PX-C"]}
+    assert c["PC-e1"].location == (0.5, 0.5, 0.5) and c["PC-e1"].series_id == 3
+    assert sorted(read_match_lesions(pacs_graph, DATABASE, None)) == ["PX-A", "PX-B", "PX-C"]
+    with pytest.raises(TypeError, match="not one id"):
+        read_match_lesions(pacs_graph, DATABASE, "PX-A")
+
+
+def test_an_etl_matches_inside_its_own_write_transaction(pacs_graph):
+    """The ETL writes a lesion, then reads, matches and writes tracks in the same transaction."""
+
+    def load_and_match(tx) -> None:
+        new = [pacs_lesion("PB-e9", "PX-B", 3, "SE-0003", xy=[0.2, 0.2], uid="TU-z")]
+        tx.run(PACS_LESIONS, rows=new)
+        by_patient = read_match_lesions(tx, DATABASE, ["PX-B"])
+        assert len(by_patient["PX-B"]) == 4  # sees its own uncommitted lesion
+        tracks = {pid: match_patient(lesions) for pid, lesions in by_patient.items()}
+        tx.run(statement("write_tracks"), patients=track_rows(tracks))
+
+    with pacs_graph.session(database=DATABASE) as session:
+        session.execute_write(load_and_match)
+    tracks = graph_tracks(pacs_graph)
+    assert tracks["PB-e9"] == tracks["PB-d1"] == "T-c1" and tracks["PA-a1"] is None
+    assert graph_links(pacs_graph) == {
+        ("PB-c1", "PB-d1", "reader", False),
+        ("PB-d1", "PB-e9", "reader", False),
+    }
+
+
+def test_evaluate_matching_reports_reader_agreement(pacs_graph, tmp_path):
+    match_graph(pacs_graph, database=DATABASE, progress=False)
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("source_File_name,target_File_name\nPA-a3.png,PA-b3.png\n")
+    report = evaluate_matching(pacs_graph, pairs, database=DATABASE)
+    assert report.ours.hits == 1
+    assert report.as_dict()["reader_agreement"] == {"pairs": 3, "agree": 0, "disagree": 3}
