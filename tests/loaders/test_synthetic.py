@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 from collections import defaultdict
@@ -12,7 +13,13 @@ import numpy as np
 import pytest
 
 from lesionkg.loaders import synthetic
-from lesionkg.loaders.synthetic import SyntheticCohort, write_synthetic_dl_info
+from lesionkg.loaders.synthetic import (
+    SyntheticBookmarks,
+    SyntheticCohort,
+    write_synthetic_bookmarks,
+    write_synthetic_dl_info,
+)
+from lesionkg.records import Bookmark
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_VAL_CSV = REPO.parent / "shared" / "data" / "deeplesion" / "dl_info" / "DL_info_val.csv"
@@ -675,3 +682,212 @@ def test_true_pairs_link_consecutive_measurements_both_ways(small: SyntheticCoho
     assert len(single) > 0.9 * len(pairs)
     assert all(on_slice[p.source_file_name] == on_slice[p.target_file_name] for p in single)
     assert all(p.source_diameters_mm[0] >= p.source_diameters_mm[1] > 0 for p in pairs)
+
+
+# ---- SYNTHETIC PACS export: JSON Lines bookmarks ----------------------------------------------
+BOOKMARK_FILE = re.compile(r"^synthetic-(\d{6})-(\d{2})\.jsonl$")
+
+
+def _read_all(result: SyntheticBookmarks, **options: bool) -> list[Bookmark]:
+    from lesionkg.loaders.jsonl import read_jsonl_bookmarks
+
+    return [b for path in result.files for b in read_jsonl_bookmarks(path, **options)]
+
+
+def _export_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory) -> SyntheticBookmarks:
+    # the `small` cohort's arguments: its DL_info rows and tracks are the truth to compare with
+    return write_synthetic_bookmarks(
+        tmp_path_factory.mktemp("export"), patients=50, seed=0, tracking_uids=True
+    )
+
+
+@pytest.fixture(scope="module")
+def exported(export: SyntheticBookmarks) -> list[Bookmark]:
+    return _read_all(export, allow_missing_images=True)
+
+
+def test_bookmark_files_read_back_with_the_returned_counts(
+    export: SyntheticBookmarks, exported: list[Bookmark]
+) -> None:
+    assert len(exported) == export.bookmarks > export.studies > export.patients == 50
+    assert len(export.files) == export.studies
+    assert len({b.patient_key for b in exported}) == export.patients
+    assert len({(b.patient_key, b.study_key) for b in exported}) == export.studies
+    assert len({(b.tracking_uid) for b in exported}) == export.lesions
+    assert len(export.pairs) == export.bookmarks - export.lesions
+    # one study per file, in patient then study order, all lines of the file
+    for path in export.files:
+        assert path.parent == export.metadata_path.parent
+        patient, study = BOOKMARK_FILE.fullmatch(path.name).groups()  # type: ignore[union-attr]
+        keys = {(b.patient_key, b.study_key) for b in exported if b.source == str(path)}
+        assert keys == {(f"SYNTHETIC-{patient}", f"SYNTHETIC-{patient}-{study}")}
+    assert list(export.files) == sorted(export.files)
+
+
+def test_bookmarks_are_the_dl_info_rows(small: SyntheticCohort, exported: list[Bookmark]) -> None:
+    """Same seed and patients: the export holds exactly the cohort's rows, so the truth is known."""
+    t = Table(small.csv_path)
+    assert len(exported) == t.n
+    names = ["/".join(Path(b.image.path).parts[-2:]) for b in exported]  # type: ignore[union-attr]
+    assert names == [f"{f[:12]}/{f[13:]}" for f in t.file_name]
+    assert all(Path(b.image.path).parts[-3] == "Images_png" for b in exported)  # type: ignore[union-attr]
+    px = np.array([b.long_axis_px + b.short_axis_px for b in exported])  # type: ignore[operator]
+    # the CSV's 6-digit values; only a round lesion's short axis may be pulled in by a rounding
+    # step (rounding made it longer than the long axis)
+    moved = (np.abs(px - t.recist) > 1e-9).any(axis=1)
+    np.testing.assert_array_equal(px[:, :4], t.recist[:, :4])
+    np.testing.assert_allclose(px, t.recist, atol=0.01)
+    assert moved.mean() < 0.05
+    assert (np.abs(t.diam[moved, 0] - t.diam[moved, 1]) < 0.01).all()
+    np.testing.assert_array_equal([b.pixel_spacing_mm for b in exported], t.spacing[:, :2])
+    np.testing.assert_array_equal([b.location for b in exported], t.loc)
+    np.testing.assert_array_equal([b.series_key for b in exported], t.series.astype(str))
+    assert [b.coarse_type or -1 for b in exported] == t.type.tolist()
+    assert all(b.short_axis_mm <= b.long_axis_mm for b in exported)  # type: ignore[operator]
+
+
+def test_tracking_uids_follow_the_true_lesions(
+    small: SyntheticCohort, export: SyntheticBookmarks, exported: list[Bookmark]
+) -> None:
+    tracks = [row["track_id"] for row in _tracks(small.tracks_path)]
+    uid_of: dict[str, set[str]] = defaultdict(set)
+    for track, b in zip(tracks, exported, strict=True):
+        uid_of[track].add(b.tracking_uid)  # type: ignore[arg-type]
+    assert all(len(uids) == 1 for uids in uid_of.values())  # constant across studies
+    uids = [next(iter(u)) for u in uid_of.values()]
+    assert len(set(uids)) == len(uids) == export.lesions  # distinct between lesions
+    assert all(re.fullmatch(r"2\.25\.(0|[1-9]\d*)", u) and len(u) <= 64 for u in uids)
+    # the label is "Lesion <n>", one per lesion within the patient
+    labels = {(b.patient_key, b.tracking_id, b.tracking_uid) for b in exported}
+    assert len(labels) == len({(p, t) for p, t, _ in labels}) == export.lesions
+    # a lesion seen in several studies: its bookmarks there share the UID
+    assert any(len({b.study_key for b in exported if b.tracking_uid == u}) > 1 for u in uids)
+
+
+def test_true_pairs_are_consecutive_bookmarks_of_one_lesion(
+    export: SyntheticBookmarks, exported: list[Bookmark]
+) -> None:
+    at = {(b.source, b.source_index): b for b in exported}
+    assert export.pairs
+    for (file_a, line_a), (file_b, line_b) in export.pairs:
+        a, b = at[(str(file_a), line_a)], at[(str(file_b), line_b)]
+        assert a.tracking_uid == b.tracking_uid
+        assert (a.study_datetime, a.series_key) < (b.study_datetime, b.series_key)  # type: ignore[operator]
+    # each lesion's bookmarks form one chain
+    ends = [ref for pair in export.pairs for ref in pair]
+    assert len(set(export.pairs)) == len(export.pairs)
+    assert all(ends.count(ref) <= 2 for ref in set(ends))
+
+
+def test_study_times_increase_within_a_patient(exported: list[Bookmark]) -> None:
+    from datetime import datetime
+
+    time_of: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for b in exported:
+        time_of[(b.patient_key, b.study_key)].add(b.study_datetime)  # type: ignore[arg-type]
+    assert all(len(times) == 1 for times in time_of.values())  # one time per study
+    by_patient: dict[str, list[datetime]] = defaultdict(list)
+    for (patient, _study), times in sorted(time_of.items()):  # study keys sort by study index
+        by_patient[patient].append(datetime.fromisoformat(next(iter(times))))
+    gaps = []
+    for times in by_patient.values():
+        gaps += [(b - a).total_seconds() / 86400 for a, b in itertools.pairwise(times)]
+    assert gaps and min(gaps) > 0.5  # at least about a day apart, strictly increasing
+    assert 20 < float(np.median(gaps)) < 250  # follow-up months apart (mean 0.3 years)
+    assert all(
+        datetime(2012, 1, 1) <= t < datetime(2040, 1, 1) for ts in by_patient.values() for t in ts
+    )
+
+
+def test_bookmark_export_is_labelled_synthetic(
+    export: SyntheticBookmarks, exported: list[Bookmark]
+) -> None:
+    assert all(BOOKMARK_FILE.fullmatch(p.name) for p in export.files)
+    assert export.metadata_path.name == "SYNTHETIC.json"
+    assert all(b.patient_key.startswith("SYNTHETIC-") for b in exported)
+    assert all(b.study_key.startswith("SYNTHETIC-") for b in exported)
+    meta = json.loads(export.metadata_path.read_text(encoding="ascii"))
+    assert meta["synthetic"] is True
+    assert "SYNTHETIC" in meta["note"]
+    assert meta["generator"] == "lesionkg.loaders.synthetic"
+    assert (meta["seed"], meta["patients"], meta["first_patient_index"]) == (0, 50, 1)
+    assert (meta["studies"], meta["bookmarks"], meta["lesions"]) == (
+        export.studies,
+        export.bookmarks,
+        export.lesions,
+    )
+    assert meta["read_with"] == {"allow_missing_images": True}
+    assert meta["tracking_uids"] is True
+    # nothing but the study files and the metadata
+    assert sorted(p.name for p in export.metadata_path.parent.iterdir()) == sorted(
+        [p.name for p in export.files] + ["SYNTHETIC.json"]
+    )
+
+
+def test_same_seed_gives_identical_bookmark_files(tmp_path: Path) -> None:
+    a = write_synthetic_bookmarks(tmp_path / "a", patients=6, seed=4)
+    b = write_synthetic_bookmarks(tmp_path / "b", patients=6, seed=4)
+    assert _export_bytes(tmp_path / "a") == _export_bytes(tmp_path / "b")
+    assert [p.name for p in a.files] == [p.name for p in b.files]
+    write_synthetic_bookmarks(tmp_path / "c", patients=6, seed=5)
+    assert _export_bytes(tmp_path / "a") != _export_bytes(tmp_path / "c")
+    # without tracking_uids there are no tracking fields
+    assert not any("tracking" in p.read_text() for p in a.files)
+    # without images the files name where the key slices would be: the default options refuse
+    # them, allow_missing_images reads them
+    from lesionkg.errors import InvalidInputError
+    from lesionkg.loaders.jsonl import read_jsonl_bookmarks
+
+    with pytest.raises(InvalidInputError, match="image not found"):
+        read_jsonl_bookmarks(a.files[0])
+    assert len(_read_all(a, allow_missing_images=True)) == a.bookmarks
+
+
+def test_later_batches_add_patients_beside_the_earlier(tmp_path: Path) -> None:
+    first = write_synthetic_bookmarks(tmp_path, patients=3, seed=1)
+    later = write_synthetic_bookmarks(tmp_path, patients=2, seed=1, first_patient_index=4)
+    assert not set(first.files) & set(later.files)
+    assert all(p.is_file() for p in first.files + later.files)
+    keys = {b.patient_key for b in _read_all(later, allow_missing_images=True)}
+    assert keys == {"SYNTHETIC-000004", "SYNTHETIC-000005"}
+
+
+def test_bookmark_images_are_the_cohort_key_slices(tmp_path: Path) -> None:
+    from lesionkg.loaders.jsonl import read_jsonl_bookmarks
+
+    result = write_synthetic_bookmarks(tmp_path / "export", patients=1, seed=7, images=True)
+    # the default options: every image exists and is a 16-bit grayscale PNG
+    bookmarks = [b for path in result.files for b in read_jsonl_bookmarks(path)]
+    assert len(bookmarks) == result.bookmarks > 1
+    images = {Path(b.image.path) for b in bookmarks}  # type: ignore[union-attr]
+    assert all(p.is_file() and p.is_relative_to(tmp_path / "export") for p in images)
+    for b in bookmarks:
+        assert b.image is not None
+        hu = _hu(Path(b.image.path))
+        x1, y1, x2, y2 = b.long_axis_px  # type: ignore[misc]
+        assert hu.shape == (512, 512)
+        assert -1100 < hu[int((y1 + y2) / 2), int((x1 + x2) / 2)] < 3000  # inside the body
+    json_meta = json.loads(result.metadata_path.read_text(encoding="ascii"))
+    assert json_meta["read_with"] == {"allow_missing_images": False}
+    assert json_meta["images"]["key_slices_and_neighbours"] == result.images >= len(images)
+    # the PNGs are write_synthetic_dl_info's, byte for byte
+    write_synthetic_dl_info(tmp_path / "cohort", patients=1, seed=7, images=True)
+    for p in images:
+        assert (
+            p.read_bytes()
+            == (tmp_path / "cohort" / p.relative_to(tmp_path / "export")).read_bytes()
+        )
+
+
+def test_bookmark_export_bad_arguments_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="patients"):
+        write_synthetic_bookmarks(tmp_path, patients=0)
+    with pytest.raises(ValueError, match="seed"):
+        write_synthetic_bookmarks(tmp_path, patients=1, seed=-1)
+    with pytest.raises(ValueError, match="6-digit"):
+        write_synthetic_bookmarks(tmp_path, patients=2, first_patient_index=999_999)
