@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # The local Neo4j lives in $LESIONKG_HOME/neo4j (default ~/.lesionkg/neo4j), the same place the
 # lesionkg command looks for it when run by hand after `make demo`.
 
-.PHONY: setup demo test test-fast lint bench bench-model bench-graph neo4j-start neo4j-stop clean
+.PHONY: setup demo test test-fast lint bench bench-model bench-graph bench-etl neo4j-start neo4j-stop clean
 
 setup: $(VENV)/.installed
 
@@ -54,3 +54,8 @@ bench-graph: setup
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache
+
+# The PACS import: bookmarks/s with and without embedding (10,000 SYNTHETIC bookmarks each) and the
+# inbox-to-track latency of --watch, in a fresh Neo4j.
+bench-etl: setup
+	$(BIN)/python bench/etl_throughput.py

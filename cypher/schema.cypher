@@ -25,6 +25,9 @@ CREATE INDEX lesion_file_name IF NOT EXISTS FOR (l:Lesion) ON (l.file_name);
 // per-patient scans that do not start from the Patient node (matching, tracks)
 CREATE INDEX lesion_patient_id IF NOT EXISTS FOR (l:Lesion) ON (l.patient_id);
 
+// the ETL re-numbers a patient's studies by study time when a new study arrives
+CREATE INDEX study_patient_id IF NOT EXISTS FOR (s:Study) ON (s.patient_id);
+
 // In-Cypher nearest neighbours (db.index.vector.queryNodes) of the triplet network's embedding
 // (lesionkg.model.network.EMBEDDING_DIM); scores are (1 + cosine) / 2.
 CREATE VECTOR INDEX lesion_triplet IF NOT EXISTS

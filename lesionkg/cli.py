@@ -516,6 +516,13 @@ def match_cmd(ctx, patient_id, fmt, quiet) -> None:
         f"more measurements, {summary.links} FOLLOWED_BY edges ({summary.same_study_links} "
         "between two series of one study)"
     )
+    agreement = summary.reader_agreement
+    if summary.reader_links or summary.reader_conflicts:
+        click.echo(
+            f"{summary.reader_links} links from reader tracking UIDs ({summary.reader_conflicts} "
+            f"refused: one UID twice in one series); matching without the UIDs agrees on "
+            f"{agreement['agree']} of {agreement['pairs']} reader pairs"
+        )
 
 
 SPACE = click.option(
@@ -567,6 +574,130 @@ def link_cmd(ctx, space, k, other_patients, index_dir, fmt, quiet) -> None:
         f"{summary.stale_edges_removed} stale removed; {summary.predicted_types} lesions without "
         f"a given type got a predicted type; {summary.seconds:.1f} s"
     )
+
+
+@main.command(name="etl")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--watch",
+    "inbox",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Poll this inbox folder; move each processed entry to done/ or quarantine/.",
+)
+@click.option(
+    "--poll-s",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    help="With --watch: seconds between polls.",
+)
+@click.option(
+    "--max-entries",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --watch: stop after this many inbox entries (default: run until stopped).",
+)
+@click.option(
+    "--images",
+    "image_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True),
+    help="More folders of CT images that reports reference (repeatable).",
+)
+@click.option(
+    "--allow-missing-images",
+    is_flag=True,
+    help="Import measurements whose image is not found, without image-derived fields.",
+)
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="A trained triplet network: embed new lesions.",
+)
+@click.option(
+    "--ssbr",
+    "ssbr_dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="A trained body-part regression model: z of lesions without a location.",
+)
+@click.option(
+    "--secret",
+    "secret_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Pseudonymisation key file [default: $LESIONKG_HOME/pseudonym.key, created if missing].",
+)
+@click.option("-k", "--k", "k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option(
+    "--index-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where the HNSW indexes are kept [default: $LESIONKG_HOME/index/DATABASE].",
+)
+@device_option("cpu")
+@TEXT_OR_JSON
+@QUIET
+@click.pass_context
+def etl_cmd(
+    ctx,
+    paths,
+    inbox,
+    poll_s,
+    max_entries,
+    image_dirs,
+    allow_missing_images,
+    model_dir,
+    ssbr_dir,
+    secret_path,
+    k,
+    index_dir,
+    device,
+    fmt,
+    quiet,
+) -> None:
+    """Import PACS bookmarks: DICOM SR measurement reports (with their CT images), JSON Lines
+    bookmarks and DeepLesion rows; link and track them. Exits 1 when anything was rejected."""
+    from lesionkg.etl import EtlOptions, run_etl
+
+    if not paths and inbox is None:
+        raise click.UsageError("give PATH... to import, or --watch INBOX")
+    if paths and inbox is not None:
+        raise click.UsageError("give either PATH... or --watch INBOX, not both")
+    options = EtlOptions(
+        allow_missing_images=allow_missing_images,
+        images=tuple(image_dirs),
+        model_dir=model_dir,
+        ssbr_dir=ssbr_dir,
+        secret_path=secret_path,
+        k=k,
+        index_dir=index_dir,
+        device=device,
+    )
+    with _connect(ctx) as (driver, database):
+        if inbox is not None:
+            from lesionkg.inbox import watch_inbox
+
+            summary = watch_inbox(
+                driver,
+                inbox,
+                database=database,
+                options=options,
+                poll_s=poll_s,
+                max_entries=max_entries,
+                progress=not quiet,
+            )
+        else:
+            summary = run_etl(driver, paths, database=database, options=options, progress=not quiet)
+    click.echo(json.dumps(summary.as_dict()) if fmt == "json" else summary.describe())
+    if summary.rejected_files or summary.rejected:
+        raise LesionKGError(
+            f"{summary.rejected} bookmarks or files rejected (reasons above"
+            + (", and beside each file in quarantine/)" if inbox is not None else ")")
+        )
 
 
 def _table(rows: list[dict], fmt: str) -> str:
@@ -697,6 +828,12 @@ def evaluate_matching_cmd(ctx, pairs_path, fmt) -> None:
         click.echo(
             f"{name:<26}{_rate(scores.recall):>8}{_rate(scores.precision):>11}"
             f"{_rate(scores.mixed_type_share):>19}"
+        )
+    agreement = report.as_dict()["reader_agreement"]
+    if agreement["pairs"]:
+        click.echo(
+            f"reader tracking UIDs: {agreement['pairs']} consecutive pairs; matching without "
+            f"them agrees on {agreement['agree']}, disagrees on {agreement['disagree']}"
         )
     met = report.as_dict()["targets_met"]
     click.echo(

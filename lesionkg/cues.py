@@ -265,3 +265,22 @@ def cue_matrix_from_props(rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
                 raise CueInputError(f"lesion {name}: property {prop} is missing")
             column.append(value)
     return _compute(columns, names, _PROPERTIES)
+
+
+def cueable(row: Mapping[str, Any]) -> bool:
+    """Whether a Lesion's properties give a cue vector: a location and a window are known.
+
+    PACS bookmarks can lack both (no body-part regression model for z; no display window in the
+    export); such lesions stay out of the cues space rather than getting invented values. A
+    missing short axis alone does not exclude a lesion: see :func:`with_short_axis`.
+    """
+    return row.get("location") is not None and row.get("window") is not None
+
+
+def with_short_axis(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``row`` with ``short_axis_mm`` set to the long axis when the source measured only one
+    length (a diameter or length measurement): such a lesion counts as round, which at the size
+    dimensions' weight (0.01 per log unit) moves it by at most a few thousandths."""
+    if row.get("short_axis_mm") is None and row.get("long_axis_mm") is not None:
+        return {**row, "short_axis_mm": row["long_axis_mm"]}
+    return row

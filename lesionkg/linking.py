@@ -74,10 +74,13 @@ class LinkSummary:
 
 
 def write_cues(driver: Driver, database: str = "neo4j", *, progress: bool = False) -> int:
-    """Compute every lesion's cue vector from its metadata and store it as ``Lesion.cues``."""
+    """Compute the cue vector of every lesion that has a location and a window (see
+    :func:`lesionkg.cues.cueable`) and store it as ``Lesion.cues``; returns how many."""
     rows = [
-        dict(r) for r in run_statement(driver, database, "cue_inputs", "reading lesions", read=True)
+        cues.with_short_axis(dict(r))
+        for r in run_statement(driver, database, "cue_inputs", "reading lesions", read=True)
     ]
+    rows = [r for r in rows if cues.cueable(r)]
     if not rows:
         return 0
     matrix = cues.cue_matrix_from_props(rows)
@@ -112,7 +115,7 @@ def default_index_dir(database: str) -> Path:
     return default_data_dir().parent / "index" / database
 
 
-def _index(
+def space_index(
     prefix: Path, space: Space, ids: list[str], vectors: np.ndarray, producer: str
 ) -> tuple[LesionIndex, bool, int]:
     """The space's index holding exactly ``ids``: the saved one plus the new lesions when it is
@@ -211,7 +214,9 @@ def link_graph(
 
     prefix = Path(index_dir or default_index_dir(database)) / space
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    index, summary.index_built, summary.index_added = _index(prefix, spec, ids, vectors, producer)
+    index, summary.index_built, summary.index_added = space_index(
+        prefix, spec, ids, vectors, producer
+    )
     # The index's own row order (an updated index keeps its old order): map it back to ours.
     row_of = {lid: i for i, lid in enumerate(ids)}
     order = np.array([row_of[lid] for lid in index.ids]) if index.ids != ids else None

@@ -400,6 +400,38 @@ def _graph_lines(
     return lines
 
 
+def _etl_lines(
+    driver: Driver, database: str, out: Path, seed: int, model: Path | None, progress: bool
+) -> list[str]:
+    """Import a small SYNTHETIC PACS export (JSON Lines with key slices and tracking UIDs) with
+    ``etl``, embedding the new lesions with the demo's ``model`` when there is one."""
+    from lesionkg.etl import EtlOptions, run_etl
+    from lesionkg.loaders.synthetic import write_synthetic_bookmarks
+
+    folder = out / "pacs-export"
+    write_synthetic_bookmarks(
+        folder,
+        patients=8,
+        seed=seed + 1,
+        first_patient_index=DEMO_FIRST_PATIENT + 50000,
+        tracking_uids=True,
+        images=True,
+    )
+    summary = run_etl(
+        driver,
+        [folder],
+        database=database,
+        options=EtlOptions(model_dir=model, index_dir=out / "index"),
+        progress=progress,
+    )
+    shown = f" --model {model}" if model is not None else ""
+    return [
+        "",
+        f"== New PACS bookmarks, a SYNTHETIC export  (lesionkg etl {folder}{shown}) ==",
+        summary.describe(),
+    ]
+
+
 def build_demo(
     driver: Driver,
     database: str,
@@ -449,6 +481,7 @@ def build_demo(
     summary = load_deeplesion(driver, data, database=database, images=images, progress=progress)
     lines.append(summary.describe())
     queries = list(DEMO_QUERIES)
+    trained_model: Path | None = None
     if images is not None and train:
         from lesionkg.embedding import embed_graph
 
@@ -458,6 +491,7 @@ def build_demo(
             trained = None
             lines.append(f"The triplet network was not trained: {exc}")
         if trained is not None:
+            trained_model = out / "model"
             embedded = embed_graph(
                 driver, out / "model", database=database, images=Path(images), progress=progress
             )
@@ -478,6 +512,8 @@ def build_demo(
         pairs=write_synthetic_pairs(cohort) if synthetic else None,
         progress=progress,
     )
+    if synthetic:
+        lines += _etl_lines(driver, database, out, seed, trained_model, progress)
     first = run_named(driver, database, "largest_lesions_per_patient", {"limit": "1"})
     if first.rows:
         patient = str(first.rows[0][0])

@@ -342,6 +342,8 @@ class PseudonymousBookmark:
     location: tuple[float, float, float] | None
     tracking_uid: str | None
     tracking_id: str | None
+    #: display window min, max, HU
+    window_hu: tuple[float, float] | None = None
 
 
 class Pseudonymizer:
@@ -442,4 +444,5 @@ class Pseudonymizer:
                 if bookmark.tracking_id is not None
                 else None
             ),
+            window_hu=bookmark.window_hu,
         )

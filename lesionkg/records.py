@@ -153,3 +153,5 @@ class Bookmark:
     tracking_uid: str | None = None
     #: normalised body location x, y, z in 0..1 when the source gives it
     location: tuple[float, float, float] | None = None
+    #: display window min, max, HU, when the source gives it (tells a lung-window reading)
+    window_hu: tuple[float, float] | None = None

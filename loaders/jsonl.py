@@ -43,6 +43,9 @@ Fields (required unless marked optional):
   across reports.
 - `tracking_id` (optional): string, the source's tracking label (e.g. `"Lesion 1"`), unique
   within the patient.
+- `window_hu` (optional): `[min, max]`, the display window the lesion was measured in, HU, min
+  below max (DeepLesion's `DICOM_windows`). It says whether the lesion was read in a lung window,
+  which the `cues` similarity space needs: without it the lesion is not linked in that space.
 
 `null` for an optional field means the same as leaving it out. Surrounding whitespace is not part
 of an id (as in DICOM, whose values are space-padded). Lengths are computed, never read: with
@@ -113,6 +116,7 @@ OPTIONAL_FIELDS: tuple[str, ...] = (
     "location",
     "tracking_uid",
     "tracking_id",
+    "window_hu",
 )
 FIELDS: tuple[str, ...] = REQUIRED_FIELDS + OPTIONAL_FIELDS
 #: What a refused file did not do, in the error message.
@@ -232,6 +236,13 @@ def _location(value: Any) -> tuple[float, float, float]:
     if not all(0.0 <= v <= 1.0 for v in (x, y, z)):
         raise _FieldError(f"expected [x, y, z] each in 0..1, got {_show(value)}")
     return x, y, z
+
+
+def _window(value: Any) -> tuple[float, float]:
+    low, high = _numbers(value, "min, max", "HU")
+    if not low < high:
+        raise _FieldError(f"expected [min, max] with min below max, got {_show(value)}")
+    return low, high
 
 
 def _coarse_type(value: Any) -> int:
@@ -371,6 +382,7 @@ class _Reader:
         location = self._field(line, obj, "location", _location)
         tracking_uid = self._field(line, obj, "tracking_uid", _identifier)
         tracking_id = self._field(line, obj, "tracking_id", _identifier)
+        window = self._field(line, obj, "window_hu", _window)
 
         long_mm = short_mm = None
         if spacing is not _BAD:
@@ -405,6 +417,7 @@ class _Reader:
             tracking_id=tracking_id,
             tracking_uid=tracking_uid,
             location=location,
+            window_hu=window,
         )
         # Cross-line checks compare with accepted lines only, so that a broken line cannot make
         # later good lines look inconsistent.

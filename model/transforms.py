@@ -209,14 +209,25 @@ class InputConfig:
     def prepare(self, lesion: LesionImage) -> tuple[np.ndarray, np.ndarray]:
         """Network input of one lesion: crops ``(C, 3, S, S)`` float32 and boxes ``(C, 4)``."""
         stack = read_slice_stack(lesion.key_path, lesion.file_name)
-        x1, y1, x2, y2 = lesion.bbox_px
+        return self.prepare_stack(stack, lesion.bbox_px, lesion.spacing_xy_mm)
+
+    def prepare_stack(
+        self,
+        stack: np.ndarray,
+        bbox_px: tuple[float, float, float, float],
+        spacing_xy_mm: tuple[float, float],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Network input from slices already read: ``stack`` HU ``(3, H, W)`` (key slice in the
+        middle), ``bbox_px`` x1, y1, x2, y2 pixels, ``spacing_xy_mm`` x, y mm per pixel. Returns
+        crops ``(C, 3, S, S)`` float32 and boxes ``(C, 4)``. DICOM inputs come this way."""
+        x1, y1, x2, y2 = bbox_px
         centre = ((x1 + x2) / 2, (y1 + y2) / 2)
         crops = np.stack(
-            [self.window(resample_crop(stack, lesion.spacing_xy_mm, centre, c)) for c in self.crops]
+            [self.window(resample_crop(stack, spacing_xy_mm, centre, c)) for c in self.crops]
         )
         boxes = np.stack(
             [
-                box_in_crop(lesion.bbox_px, lesion.spacing_xy_mm, centre, c)
+                box_in_crop(bbox_px, spacing_xy_mm, centre, c)
                 if c.roi == "box"
                 else np.array([0, 0, c.size_px, c.size_px], dtype=np.float32)
                 for c in self.crops

@@ -178,6 +178,9 @@ def test_demo_builds_a_synthetic_knowledge_base(
     assert "== Tracks of patient 9" in result.output
     assert "== RECIST-style response of patient 9" in result.output
     assert "== Patients most similar to 9" in result.output
+    assert "== New PACS bookmarks, a SYNTHETIC export" in result.output
+    pacs = json.loads((tmp_path / "demo" / "pacs-export" / "SYNTHETIC.json").read_text())
+    assert f"bookmarks: {pacs['bookmarks']} accepted" in result.output
     graph = "MATCH (l:Lesion) RETURN count(l.track_id) AS tracked, count(l) AS n, "
     graph += "COUNT { ()-[:SIMILAR_TO {space: 'cues'}]->() } AS cues_edges"
     first = empty_graph.execute_query(graph).records[0]
@@ -190,11 +193,41 @@ def test_demo_builds_a_synthetic_knowledge_base(
     # Every synthetic lesion has its slice, so every one is embedded.
     assert records[0]["embedded"] == records[0]["n"]
     meta = json.loads((tmp_path / "demo" / "DL_info_synthetic.json").read_text())
-    assert meta["synthetic"] is True and meta["lesions"] == records[0]["n"]
+    assert meta["synthetic"] is True
+    assert meta["lesions"] + pacs["bookmarks"] == records[0]["n"]
     # Again: the earlier demo cohort is replaced, the model found, not retrained.
     again = runner.invoke(main, args)
     assert again.exit_code == 0, again.output
     records, _, _ = empty_graph.execute_query("MATCH (l:Lesion) RETURN count(l) AS n")
-    assert records[0]["n"] == meta["lesions"]
+    assert records[0]["n"] == meta["lesions"] + pacs["bookmarks"]
     # ... and its edges and tracks are replaced, not duplicated
     assert dict(empty_graph.execute_query(graph).records[0]) == dict(first)
+
+
+def test_etl_needs_paths_or_an_inbox(runner):
+    result = runner.invoke(main, ["etl"])
+    assert result.exit_code == 2 and "--watch" in result.output
+
+
+@pytest.mark.neo4j
+def test_etl_reports_accepted_and_rejected(runner, cli_args, empty_graph, dicom_dir, tmp_path):
+    args = [
+        *cli_args,
+        "etl",
+        str(dicom_dir),
+        "--secret",
+        str(tmp_path / "key"),
+        "--index-dir",
+        str(tmp_path / "index"),
+        "--quiet",
+        "--format",
+        "json",
+    ]
+    result = runner.invoke(main, args)
+    # Reports that cannot be imported make the run fail, after the summary.
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout.splitlines()[0])
+    assert summary["accepted"] == 2 and summary["rejected_files"] >= 5
+    assert "Error: " in result.stderr and "rejected" in result.stderr
+    again = runner.invoke(main, args)
+    assert json.loads(again.stdout.splitlines()[0])["duplicates"] == 2
