@@ -9,6 +9,8 @@ Prints one JSON object with the machine and, measured in this one run on SYNTHET
   the plain reading of "one file, one transaction", on the same first ``--baseline-files`` files;
 - ``with_embedding``: the same with key-slice PNGs and a triplet network (the demo's 32-pixel
   input; its weights are trained for 2 steps only, as speed does not depend on them);
+- ``reader_links``: an export with the sources' tracking UIDs (the generator's true lesions):
+  how often matching without the UIDs agrees with them, and bookmarks/s with them;
 - ``watch``: ``etl --watch`` on the graph of the first run; ``--drops`` new files are dropped in
   the inbox one at a time (written under a ``.part`` name, then renamed, as an exporter would);
   the latency is the time from the rename to the new lesion's track being queryable over Bolt.
@@ -16,6 +18,7 @@ Prints one JSON object with the machine and, measured in this one run on SYNTHET
 Targets (issue 5): >= 200 bookmarks/s without embedding; median inbox-to-track latency < 2 s.
 
     python bench/etl_throughput.py [--bookmarks 10000] [--embed-bookmarks 10000]
+    python bench/etl_throughput.py --only reader_links
 """
 
 from __future__ import annotations
@@ -145,6 +148,34 @@ def _watch_latency(driver, work: Path, options: EtlOptions, drops: int, poll_s: 
     }
 
 
+def _reader_links(driver, work: Path, bookmarks: int) -> dict:
+    """Import an export whose bookmarks carry tracking UIDs (the true lesions)."""
+    write_synthetic_bookmarks(
+        work / "export-uids", patients=_patients(bookmarks), seed=2, tracking_uids=True
+    )
+    options = EtlOptions(
+        allow_missing_images=True,
+        secret_path=work / "pseudonym.key",
+        index_dir=work / "index-uids",
+    )
+    reset(driver, DATABASE)
+    started = time.perf_counter()
+    summary = run_etl(
+        driver, [work / "export-uids"], database=DATABASE, options=options, progress=False
+    )
+    seconds = time.perf_counter() - started
+    agreement = summary.reader_agreement
+    return {
+        "bookmarks": summary.accepted,
+        "bookmarks_per_s": round(summary.accepted / seconds, 1),
+        "reader_links": summary.reader_links,
+        "reader_pairs": agreement["pairs"],
+        "matching_without_uids_agrees": agreement["agree"],
+        "disagrees": agreement["disagree"],
+        "agreement": round(agreement["agree"] / max(agreement["pairs"], 1), 4),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bookmarks", type=int, default=10000)
@@ -152,6 +183,10 @@ def main() -> None:
     parser.add_argument("--baseline-files", type=int, default=300)
     parser.add_argument("--drops", type=int, default=30)
     parser.add_argument("--poll-s", type=float, default=0.25)
+    parser.add_argument("--uid-bookmarks", type=int, default=10000)
+    parser.add_argument(
+        "--only", choices=["reader_links"], default=None, help="Run only this section."
+    )
     args = parser.parse_args()
 
     out: dict = {"machine": describe(), "data": "SYNTHETIC bookmarks (write_synthetic_bookmarks)"}
@@ -160,6 +195,9 @@ def main() -> None:
         instance = server.start(work / "neo4j", server.free_port(), heap="2g", pagecache="1g")
         driver = open_driver(Settings(instance.uri, instance.username, instance.password, DATABASE))
         try:
+            if args.only == "reader_links":
+                out["reader_links"] = _reader_links(driver, work, args.uid_bookmarks)
+                return
             started = time.perf_counter()
             export = write_synthetic_bookmarks(
                 work / "export", patients=_patients(args.bookmarks), seed=0
@@ -208,6 +246,7 @@ def main() -> None:
             out["watch"]["graph_lesions_before"] = full["bookmarks"]
             print(json.dumps(out["watch"]), file=sys.stderr)
 
+            out["reader_links"] = _reader_links(driver, work, args.uid_bookmarks)
             if args.embed_bookmarks:
                 started = time.perf_counter()
                 images = write_synthetic_bookmarks(
@@ -234,7 +273,7 @@ def main() -> None:
         finally:
             driver.close()
             server.stop(work / "neo4j")
-    print(json.dumps(out, indent=2))
+            print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

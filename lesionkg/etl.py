@@ -511,13 +511,14 @@ class _Images:
         if image is None:
             return None
         key = read_hu(image, ref.frame)
-        if image.number_of_frames > 1 or ref.frame is not None:
-            frames = [ref.frame or 1]
-            channels = []
-            for f in (frames[0] - 1, frames[0], frames[0] + 1):
-                ok = 1 <= f <= image.number_of_frames and f != frames[0]
-                channels.append(read_hu(image, f) if ok else key)
-            return np.stack(channels), image.pixel_spacing_mm
+        if image.number_of_frames > 1:
+            # A multi-frame (Enhanced CT) instance holds the neighbours as its other frames.
+            at = ref.frame or 1
+            channels = [
+                read_hu(image, f) if 1 <= f <= image.number_of_frames else key
+                for f in (at - 1, at + 1)
+            ]
+            return np.stack([channels[0], key, channels[1]]), image.pixel_spacing_mm
         around = ct_neighbours(self.ct, image, 1) if image.sop_instance_uid in self.ct else []
         below = [i for i in around if (i.slice_position_mm or 0) < (image.slice_position_mm or 0)]
         above = [i for i in around if i not in below]
@@ -882,14 +883,20 @@ class Importer:
 
     # -- one file --
 
-    def read_file(self, path: Path, ct: CTIndex) -> _Prepared | FileReport:
-        """Parse and check one bookmark file; a :class:`FileReport` when it is not one."""
+    def read_file(
+        self, path: Path, ct: CTIndex, ct_paths: set[Path] | None = None
+    ) -> _Prepared | FileReport:
+        """Parse and check one bookmark file; a :class:`FileReport` when it is not one.
+
+        ``ct_paths``: the resolved paths of ``ct``'s images (computed here when not given)."""
+        if ct_paths is None:
+            ct_paths = {image.path.resolve() for image in ct.values()}
         kind = file_kind(path)
         source = str(path)
         try:
             if kind in ("image", "metadata"):
                 return FileReport(source, kind, kind)
-            if kind == "dicom" and path.resolve() in _image_paths(ct):
+            if kind == "dicom" and path.resolve() in ct_paths:
                 return FileReport(source, "ct", "image")
             if kind == "unknown":
                 raise InvalidInputError(
@@ -965,6 +972,7 @@ class Importer:
         progress.
         """
         ct = ct if ct is not None else index_ct_images([])
+        ct_paths = {image.path.resolve() for image in ct.values()}
         reports: list[FileReport] = []
         batch: list[tuple[FileReport, _Prepared]] = []
 
@@ -978,7 +986,7 @@ class Importer:
         for raw in paths:
             started = time.perf_counter()
             path = Path(raw)
-            prepared = self.read_file(path, ct)
+            prepared = self.read_file(path, ct, ct_paths)
             if isinstance(prepared, FileReport):
                 prepared.seconds = time.perf_counter() - started
                 reports.append(prepared)
@@ -1057,9 +1065,7 @@ class Importer:
         similar = self._similar(new)
         tracks = self._tracks(new, patients, studies["index_of"], studies["remap"], outcome)
         votes = self._votes(new, similar)
-        by_study: dict[str, list[_Lesion]] = defaultdict(list)
         for lesion in new:
-            by_study[lesion.study_id].append(lesion)
             lesion.props["study_index"] = studies["index_of"][lesion.study_id]
             source = str(lesion.props.get("location_source", "none"))
             outcome.location[source.split(";")[0].split(" (")[0]] += 1
@@ -1278,15 +1284,6 @@ class Importer:
                 for lesion in todo:
                     state.types[lesion.lesion_id] = lesion.coarse_type
                 state.dirty = True
-
-
-def _image_paths(ct: CTIndex) -> set[Path]:
-    # Cached on the index object: a run asks once per DICOM file.
-    cached = getattr(ct, "_etl_paths", None)
-    if cached is None:
-        cached = {image.path.resolve() for image in ct.values()}
-        object.__setattr__(ct, "_etl_paths", cached)
-    return cached
 
 
 def run_etl(

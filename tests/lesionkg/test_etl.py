@@ -599,3 +599,62 @@ def test_killed_import_resumes_to_the_same_graph(empty_graph, settings, tmp_path
     rerun = subprocess.run(command("index-killed"), env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     assert graph_state(empty_graph) == clean
+
+
+@pytest.mark.neo4j
+@pytest.mark.slow
+def test_neo4j_restarted_mid_import_is_retried(
+    empty_graph, neo4j_instance, settings, tmp_path: Path
+) -> None:
+    """The real server is stopped and started again while a `lesionkg etl` process imports: the
+    import waits, retries, says so on stderr, and ends in the graph of an undisturbed run."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from lesionkg import server
+    from lesionkg.graph import reset
+    from lesionkg.loaders.synthetic import write_synthetic_bookmarks
+
+    export = write_synthetic_bookmarks(tmp_path / "export", patients=300, seed=9)
+    env = {
+        **os.environ,
+        "NEO4J_URI": settings.uri,
+        "NEO4J_USERNAME": settings.username,
+        "NEO4J_PASSWORD": settings.password,
+        "LESIONKG_HOME": str(tmp_path / "home"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "lesionkg.cli",
+        "etl",
+        str(tmp_path / "export"),
+        "--allow-missing-images",
+        "--secret",
+        str(tmp_path / "pseudonym.key"),
+        "--quiet",
+    ]
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    clean = graph_state(empty_graph)
+    assert clean["counts"]["Lesion"] == export.bookmarks
+
+    reset(empty_graph, DATABASE)
+    running = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and running.poll() is None:
+        if counts(empty_graph, DATABASE)["Lesion"] > 0:
+            break
+        time.sleep(0.02)
+    assert running.poll() is None, "the import ended before the server could be stopped"
+    server.stop(neo4j_instance.data_dir)
+    time.sleep(1.0)
+    server.start(neo4j_instance.data_dir, neo4j_instance.port, heap="1g", pagecache="256m")
+    _, stderr = running.communicate(timeout=300)
+    assert running.returncode == 0, stderr
+    # The driver's managed transactions retry for 30 s first, then the import's own backoff.
+    assert "will be retried" in stderr or "Neo4j unreachable" in stderr
+    assert graph_state(empty_graph) == clean
