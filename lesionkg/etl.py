@@ -28,7 +28,6 @@ unreachable or restarting (:class:`RetryPolicy`), and a file is never half-appli
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -52,7 +51,7 @@ from lesionkg.errors import (
     ModelError,
     Problem,
 )
-from lesionkg.graph import apply_schema, lesion_props
+from lesionkg.graph import apply_schema, lesion_props, run_statement
 from lesionkg.linking import SPACES, Space, default_index_dir, space_index
 from lesionkg.loaders.ct import CTImage, CTIndex, index_ct_images, read_ct_header, read_hu
 from lesionkg.loaders.ct import neighbours as ct_neighbours
@@ -475,14 +474,9 @@ def input_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _dataset_of(path: Path) -> str:
-    meta = path.parent / "SYNTHETIC.json"
-    if meta.is_file():
-        try:
-            if json.loads(meta.read_text()).get("synthetic") is True:
-                return "synthetic"
-        except (ValueError, OSError, AttributeError):
-            pass
-    return PACS_DATASET
+    from lesionkg.pipeline import marks_synthetic
+
+    return "synthetic" if marks_synthetic(path.parent / "SYNTHETIC.json") else PACS_DATASET
 
 
 class _Images:
@@ -782,11 +776,6 @@ class _SpaceIndex:
     dirty: bool = False
 
 
-def _read(driver: Driver, database: str, name: str, **params: Any) -> list[dict[str, Any]]:
-    with driver.session(database=database, default_access_mode="READ") as session:
-        return session.execute_read(lambda tx: [dict(r) for r in tx.run(statement(name), **params)])
-
-
 class Importer:
     """Imports bookmark files one at a time into one database (the caller owns ``driver``).
 
@@ -800,14 +789,12 @@ class Importer:
         *,
         database: str = "neo4j",
         options: EtlOptions | None = None,
-        progress: bool = False,
     ) -> None:
         self.driver = driver
         self.database = database
         self.options = options or EtlOptions()
         if self.options.k < 1:
             raise ConfigurationError(f"k must be at least 1, got {self.options.k}")
-        self.progress = progress
         self.pseudonymizer = Pseudonymizer.from_secret_file(self.options.secret_path)
         self.models = _Models(self.options)
         self.retries = 0
@@ -828,7 +815,9 @@ class Importer:
 
     def _setup(self) -> None:
         apply_schema(self.driver, self.database)
-        found = _read(self.driver, self.database, "etl_pseudonym_key")
+        found = run_statement(
+            self.driver, self.database, "etl_pseudonym_key", "reading the key id", read=True
+        )
         key_id = self.pseudonymizer.key_id
         if found and found[0]["key_id"] != key_id:
             raise ConfigurationError(
@@ -844,7 +833,14 @@ class Importer:
             wanted["triplet"] = self.models.embedder.sha256
         for name, producer in wanted.items():
             spec = SPACES[name]
-            rows = _read(self.driver, self.database, "space_vectors", space=name)
+            rows = run_statement(
+                self.driver,
+                self.database,
+                "space_vectors",
+                "reading vectors",
+                read=True,
+                space=name,
+            )
             others = {str(r["producer"]) for r in rows} - {producer}
             if others:
                 raise ConfigurationError(
@@ -1053,7 +1049,14 @@ class Importer:
     def _write(self, prepared: _Prepared) -> set[str]:
         """Write the new lesions of ``prepared`` in one transaction; the ids already present."""
         ids = [lesion.lesion_id for lesion in prepared.lesions]
-        found = _read(self.driver, self.database, "etl_existing_lesions", lesion_ids=ids)
+        found = run_statement(
+            self.driver,
+            self.database,
+            "etl_existing_lesions",
+            "finding duplicates",
+            read=True,
+            lesion_ids=ids,
+        )
         present = {r["lesion_id"] for r in found}
         new = [lesion for lesion in prepared.lesions if lesion.lesion_id not in present]
         outcome = Outcome()
@@ -1134,8 +1137,13 @@ class Importer:
                 "index_of": {s: prepared.studies[s]["study_index"] for s in new_studies},
                 "remap": {},
             }
-        existing = _read(
-            self.driver, self.database, "etl_patient_studies", patient_ids=list(patients)
+        existing = run_statement(
+            self.driver,
+            self.database,
+            "etl_patient_studies",
+            "reading the patients' studies",
+            read=True,
+            patient_ids=list(patients),
         )
         by_patient: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
         old_index = {}
@@ -1306,7 +1314,7 @@ def run_etl(
     ct = index_ct_images([*(p for p in files if file_kind(p) == "dicom"), *options.images])
     summary = EtlSummary()
     bar = tqdm(total=len(files), desc="etl", unit="file", disable=not progress, file=sys.stderr)
-    with Importer(driver, database=database, options=options, progress=progress) as importer:
+    with Importer(driver, database=database, options=options) as importer:
         summary.retries += importer.retries
         reports = importer.import_files(files, ct, on_files=bar.update)
         for report in reports:

@@ -229,14 +229,17 @@ def _collect(
 
 def dataset_of(csv_path: Path) -> str:
     """'synthetic' when a SYNTHETIC metadata file sits beside the CSV, else 'DeepLesion'."""
-    meta = csv_path.with_suffix(".json")
+    return "synthetic" if marks_synthetic(csv_path.with_suffix(".json")) else "DeepLesion"
+
+
+def marks_synthetic(meta: Path) -> bool:
+    """Whether ``meta`` is a generator's metadata file saying ``"synthetic": true``."""
     if meta.is_file():
         try:
-            if json.loads(meta.read_text()).get("synthetic") is True:
-                return "synthetic"
-        except (ValueError, AttributeError):
+            return json.loads(meta.read_text()).get("synthetic") is True
+        except (ValueError, AttributeError, OSError):
             pass
-    return "DeepLesion"
+    return False
 
 
 def _validate(csv_path: Path, progress: bool) -> int:

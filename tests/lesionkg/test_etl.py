@@ -539,20 +539,11 @@ def graph_state(driver) -> dict:
     }
 
 
-@pytest.mark.neo4j
-@pytest.mark.slow
-def test_killed_import_resumes_to_the_same_graph(empty_graph, settings, tmp_path: Path) -> None:
+def etl_env(settings, tmp_path: Path) -> dict[str, str]:
+    """The environment of a `lesionkg etl` subprocess that talks to the test server."""
     import os
-    import signal
-    import subprocess
-    import sys
-    import time
 
-    from lesionkg.graph import reset
-    from lesionkg.loaders.synthetic import write_synthetic_bookmarks
-
-    export = write_synthetic_bookmarks(tmp_path / "export", patients=80, seed=5)
-    env = {
+    return {
         **os.environ,
         "NEO4J_URI": settings.uri,
         "NEO4J_USERNAME": settings.username,
@@ -560,20 +551,39 @@ def test_killed_import_resumes_to_the_same_graph(empty_graph, settings, tmp_path
         "LESIONKG_HOME": str(tmp_path / "home"),
     }
 
+
+def etl_command(tmp_path: Path) -> list[str]:
+    """`lesionkg etl` of the SYNTHETIC export in ``tmp_path / "export"`` (no key slices)."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "lesionkg.cli",
+        "etl",
+        str(tmp_path / "export"),
+        "--allow-missing-images",
+        "--secret",
+        str(tmp_path / "pseudonym.key"),
+        "--quiet",
+    ]
+
+
+@pytest.mark.neo4j
+@pytest.mark.slow
+def test_killed_import_resumes_to_the_same_graph(empty_graph, settings, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from lesionkg.graph import reset
+    from lesionkg.loaders.synthetic import write_synthetic_bookmarks
+
+    export = write_synthetic_bookmarks(tmp_path / "export", patients=80, seed=5)
+    env = etl_env(settings, tmp_path)
+
     def command(index: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "lesionkg.cli",
-            "etl",
-            str(tmp_path / "export"),
-            "--allow-missing-images",
-            "--secret",
-            str(tmp_path / "pseudonym.key"),
-            "--index-dir",
-            str(tmp_path / index),
-            "--quiet",
-        ]
+        return [*etl_command(tmp_path), "--index-dir", str(tmp_path / index)]
 
     subprocess.run(command("index-clean"), env=env, check=True, capture_output=True)
     clean = graph_state(empty_graph)
@@ -608,9 +618,7 @@ def test_neo4j_restarted_mid_import_is_retried(
 ) -> None:
     """The real server is stopped and started again while a `lesionkg etl` process imports: the
     import waits, retries, says so on stderr, and ends in the graph of an undisturbed run."""
-    import os
     import subprocess
-    import sys
     import time
 
     from lesionkg import server
@@ -618,24 +626,8 @@ def test_neo4j_restarted_mid_import_is_retried(
     from lesionkg.loaders.synthetic import write_synthetic_bookmarks
 
     export = write_synthetic_bookmarks(tmp_path / "export", patients=300, seed=9)
-    env = {
-        **os.environ,
-        "NEO4J_URI": settings.uri,
-        "NEO4J_USERNAME": settings.username,
-        "NEO4J_PASSWORD": settings.password,
-        "LESIONKG_HOME": str(tmp_path / "home"),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "lesionkg.cli",
-        "etl",
-        str(tmp_path / "export"),
-        "--allow-missing-images",
-        "--secret",
-        str(tmp_path / "pseudonym.key"),
-        "--quiet",
-    ]
+    env = etl_env(settings, tmp_path)
+    command = etl_command(tmp_path)
     subprocess.run(command, env=env, check=True, capture_output=True)
     clean = graph_state(empty_graph)
     assert clean["counts"]["Lesion"] == export.bookmarks
