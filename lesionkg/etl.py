@@ -190,6 +190,8 @@ class EtlSummary:
     duplicate_files: int = 0
     rejected_files: int = 0
     images: int = 0
+    #: files that describe others (SYNTHETIC.json, reason files), read for their labels only
+    metadata: int = 0
     #: bookmarks newly written / already in the graph / rejected or skipped
     accepted: int = 0
     duplicates: int = 0
@@ -219,6 +221,7 @@ class EtlSummary:
         self.retries += report.retries
         if report.status in ("image", "metadata"):
             self.images += report.status == "image"
+            self.metadata += report.status == "metadata"
             return
         self.accepted += report.new
         self.duplicates += report.duplicates
@@ -256,7 +259,8 @@ class EtlSummary:
         """A few lines for people: files, bookmarks accepted, duplicates, rejected by reason."""
         lines = [
             f"{self.files} files: {self.imported_files} imported, {self.duplicate_files} already "
-            f"in the graph, {self.rejected_files} rejected, {self.images} images",
+            f"in the graph, {self.rejected_files} rejected, {self.images} images"
+            + (f", {self.metadata} metadata" if self.metadata else ""),
             f"bookmarks: {self.accepted} accepted, {self.duplicates} duplicates, "
             f"{self.rejected} rejected or skipped, in {self.seconds:.1f} s "
             f"({self.bookmarks_per_s:,.0f} bookmarks/s)",
