@@ -33,7 +33,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,7 +55,7 @@ from lesionkg.graph import apply_schema, lesion_props, run_statement
 from lesionkg.linking import SPACES, Space, default_index_dir, space_index
 from lesionkg.loaders.ct import CTImage, CTIndex, index_ct_images, read_ct_header, read_hu
 from lesionkg.loaders.ct import neighbours as ct_neighbours
-from lesionkg.matching import MatchConfig, MatchLesion, match_patient, reader_agreement
+from lesionkg.matching import MatchConfig, MatchLesion, Tracks, match_patient, reader_agreement
 from lesionkg.pseudonym import Pseudonymizer, PseudonymousBookmark
 from lesionkg.records import COARSE_TYPES, Bookmark, LesionRecord
 from lesionkg.similarity import MISSING, LesionIndex, exact_knn, predict_types
@@ -1070,7 +1070,6 @@ class Importer:
         patients = sorted({lesion.patient_id for lesion in new})
         studies = self._study_rows(prepared, new, patients)
         similar = self._similar(new)
-        tracks = self._tracks(new, patients, studies["index_of"], studies["remap"], outcome)
         votes = self._votes(new, similar)
         for lesion in new:
             lesion.props["study_index"] = studies["index_of"][lesion.study_id]
@@ -1113,15 +1112,21 @@ class Importer:
                 ).consume()
             for space, rows in votes.items():
                 tx.run(statement("set_predicted_types"), rows=rows, space=space).consume()
-            tx.run(statement("write_tracks"), patients=tracks).consume()
+            # Matching reads the patients back in this transaction: their new lesions and the
+            # re-numbered studies are what it must see, exactly as `lesionkg match` would.
+            stored = read_match_lesions(tx, self.database, patients)
+            tracks = {pid: match_patient(stored[pid], self.options.matching) for pid in patients}
+            tx.run(statement("write_tracks"), patients=track_rows(tracks)).consume()
+            return stored, tracks
 
         try:
             with self.driver.session(database=self.database) as session:
-                session.execute_write(work)
+                stored, tracks = session.execute_write(work)
         except Neo4jError as exc:
             if isinstance(exc, RETRYABLE):
                 raise
             raise DatabaseError(f"writing {len(new)} bookmarks failed: {exc}") from exc
+        self._count_reader_links(stored, tracks, outcome)
         outcome.similar_edges = sum(len(rows) for _, rows in similar.values())
         outcome.patients_rematched = len(patients)
         self.outcome.add(outcome)
@@ -1139,7 +1144,6 @@ class Importer:
                 "new": rows,
                 "renumbered": [],
                 "index_of": {s: prepared.studies[s]["study_index"] for s in new_studies},
-                "remap": {},
             }
         existing = run_statement(
             self.driver,
@@ -1165,16 +1169,12 @@ class Importer:
             for s, i in index_of.items()
             if s in old_index and old_index[s] != i
         ]
-        # Stored lesions carry their study's old index; matching needs the new one.
-        remap: dict[str, dict[int, int]] = defaultdict(dict)
-        for r in existing:
-            remap[r["patient_id"]][r["study_index"]] = index_of[r["study_id"]]
         rows = [
             {**prepared.studies[s], "study_index": index_of[s]}
             for s in sorted(new_studies)
             if s not in old_index
         ]
-        return {"new": rows, "renumbered": renumbered, "index_of": index_of, "remap": remap}
+        return {"new": rows, "renumbered": renumbered, "index_of": index_of}
 
     def _similar(self, new: Sequence[_Lesion]) -> dict[str, tuple[list[str], list[dict]]]:
         """Per space: the new lesions with a vector, and their SIMILAR_TO rows."""
@@ -1185,9 +1185,8 @@ class Importer:
             if not members:
                 continue
             ids = [lesion.lesion_id for lesion in members]
+            # hnswlib and exact_knn normalise cosine vectors themselves.
             vectors = np.stack([lesion.vectors[name] for lesion in members]).astype(np.float32)
-            if state.space.metric == "cosine":
-                vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
             pos, dist = state.index.query(vectors, k)
             found = merge_neighbours(
                 pos, dist, state.index.ids, ids, vectors, state.space.metric, k
@@ -1234,51 +1233,20 @@ class Importer:
             done.update(todo)
         return out
 
-    def _tracks(
+    def _count_reader_links(
         self,
-        new: Sequence[_Lesion],
-        patients: Sequence[str],
-        index_of: dict[str, int],
-        remap: dict[str, dict[int, int]],
+        stored: dict[str, list[MatchLesion]],
+        tracks: dict[str, Tracks],
         outcome: Outcome,
-    ) -> list[dict]:
-        """Re-match every patient the file touches, with its new lesions."""
-        stored = read_match_lesions(self.driver, self.database, list(patients))
-        by_patient: dict[str, list[MatchLesion]] = defaultdict(list)
-        for pid, lesions in stored.items():
-            moved = remap.get(pid, {})
-            for m in lesions:
-                study = moved.get(m.study_index, m.study_index)
-                by_patient[pid].append(replace(m, study_index=study))
-        for lesion in new:
-            location = lesion.location
-            if location is None and lesion.props.get("location_xy"):
-                x, y = lesion.props["location_xy"]
-                location = (x, y, math.nan)
-            embedding = lesion.vectors.get("triplet")
-            by_patient[lesion.patient_id].append(
-                MatchLesion(
-                    lesion_id=lesion.lesion_id,
-                    study_index=index_of[lesion.study_id],
-                    series_id=lesion.props.get("series_id", NO_SERIES),
-                    location=location,
-                    long_axis_mm=lesion.props["long_axis_mm"],
-                    coarse_type=lesion.coarse_type,
-                    embedding=tuple(float(v) for v in embedding) if embedding is not None else None,
-                    tracking_uid=lesion.tracking_uid,
-                )
-            )
-        result = {}
-        for pid in patients:
-            tracks = match_patient(by_patient[pid], self.options.matching)
-            result[pid] = tracks
-            outcome.reader_links += sum(1 for link in tracks.links if link.by == "reader")
-            if any(m.tracking_uid for m in by_patient[pid]):
-                agreement = reader_agreement(by_patient[pid], self.options.matching)
+    ) -> None:
+        """Reader links written, and how often matching without the UIDs agrees with them."""
+        for pid, patient_tracks in tracks.items():
+            outcome.reader_links += sum(1 for link in patient_tracks.links if link.by == "reader")
+            if any(m.tracking_uid for m in stored[pid]):
+                agreement = reader_agreement(stored[pid], self.options.matching)
                 outcome.reader_agreement.update(
                     pairs=agreement.pairs, agree=agreement.agree, disagree=agreement.disagree
                 )
-        return track_rows(result)
 
     def _index_graph_lesions(self, lesions: Sequence[_Lesion]) -> None:
         """Add the file's lesions (now in the graph) to the in-memory indexes."""

@@ -25,10 +25,9 @@ from typing import Any
 
 import networkx as nx
 from neo4j import Driver, ManagedTransaction, Transaction
-from neo4j.exceptions import Neo4jError
 from tqdm import tqdm
 
-from lesionkg.errors import DatabaseError, QueryError
+from lesionkg.errors import QueryError
 from lesionkg.evaluation import (
     MatchingScores,
     PairLesion,
@@ -104,7 +103,9 @@ def read_match_lesions(
 
     Patients without lesions are simply absent. ``driver`` may be an open transaction instead
     (an ETL's own write transaction, which must see the lesions it just wrote; ``database`` is
-    then the transaction's and ignored). A Neo4j failure raises :class:`DatabaseError`.
+    then the transaction's and ignored). A Neo4j failure raises :class:`DatabaseError`; inside
+    a transaction it propagates as it is, so that a managed transaction can retry a transient
+    one (the caller turns what remains into a :class:`DatabaseError`).
     """
     if isinstance(patient_ids, str):
         # a str is a Sequence[str] too, and would read patients "0", "1", ...
@@ -120,10 +121,7 @@ def read_match_lesions(
             patient_ids=ids,
         )
     else:
-        try:
-            rows = list(driver.run(statement("match_lesions"), patient_ids=ids))
-        except Neo4jError as exc:
-            raise DatabaseError(f"reading lesions for matching failed: {exc}") from exc
+        rows = list(driver.run(statement("match_lesions"), patient_ids=ids))
     out: dict[str, list[MatchLesion]] = defaultdict(list)
     for r in rows:
         out[r["patient_id"]].append(_match_lesion(r))
