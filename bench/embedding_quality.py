@@ -29,12 +29,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe
 
-from lesionkg.evaluation import type_precision_at_k
-from lesionkg.loaders.synthetic import write_synthetic_dl_info
+from lesionkg.core.metrics import type_precision_at_k
 from lesionkg.model.embedder import Embedder
 from lesionkg.model.network import LesionEmbedder
 from lesionkg.model.training import TrainConfig, TrainingSet, read_training_rows, train
 from lesionkg.model.transforms import CropSpec, InputConfig
+from lesionkg.synthetic.cohort import write_synthetic_dl_info
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "deeplesion" / "images"
 

@@ -36,14 +36,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe
 
-from lesionkg import server
-from lesionkg.etl import EtlOptions, run_etl
-from lesionkg.graph import open_driver, reset
-from lesionkg.inbox import watch_inbox
+from lesionkg.config.secret import load_or_create_secret
+from lesionkg.config.settings import Settings
+from lesionkg.core.pseudonym import Pseudonymizer
+from lesionkg.db import server
+from lesionkg.db.driver import open_driver
+from lesionkg.db.schema import reset
+from lesionkg.etl.importer import EtlOptions, run_etl
+from lesionkg.etl.inbox import watch_inbox
 from lesionkg.loaders.jsonl import read_jsonl_bookmarks
-from lesionkg.loaders.synthetic import write_synthetic_bookmarks, write_synthetic_dl_info
-from lesionkg.pseudonym import Pseudonymizer, load_or_create_secret
-from lesionkg.settings import Settings
+from lesionkg.synthetic.cohort import write_synthetic_bookmarks, write_synthetic_dl_info
 
 #: bookmarks per patient of the generator, measured: 10,058 for 1,370 patients (seed 0)
 BOOKMARKS_PER_PATIENT = 7.34

@@ -25,16 +25,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe
 
-from lesionkg import server
-from lesionkg.graph import open_driver
-from lesionkg.linking import link_graph
+from lesionkg.config.settings import Settings
+from lesionkg.core.matching import BASELINE, MatchConfig, MatchLesion, match_patient
+from lesionkg.core.records import LesionRecord
+from lesionkg.db import server
+from lesionkg.db.driver import open_driver
+from lesionkg.etl.bulk import load_deeplesion
+from lesionkg.graph.matching import evaluate_matching, match_graph
+from lesionkg.graph.retrieval import evaluate_retrieval
+from lesionkg.graph.similarity import link_graph
 from lesionkg.loaders.deeplesion import parse_dl_info
-from lesionkg.matching import BASELINE, MatchConfig, MatchLesion, match_patient
-from lesionkg.pipeline import load_deeplesion
-from lesionkg.records import LesionRecord
-from lesionkg.retrieval import evaluate_retrieval
-from lesionkg.settings import Settings
-from lesionkg.tracking import evaluate_matching, match_graph
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe
 
-from lesionkg import server
-from lesionkg.loaders.synthetic import write_synthetic_dl_info
+from lesionkg.db import server
+from lesionkg.synthetic.cohort import write_synthetic_dl_info
 
 
 def _du_bytes(path: Path) -> int:

@@ -20,9 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe
 
-from lesionkg import server
-from lesionkg.graph import apply_schema, open_driver
-from lesionkg.settings import Settings
+from lesionkg.config.settings import Settings
+from lesionkg.db import server
+from lesionkg.db.driver import open_driver
+from lesionkg.db.schema import apply_schema
 
 # One transaction: 700 patients, 1,400 studies and 4,200 lesions, about one loader batch.
 BATCH = """

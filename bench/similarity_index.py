@@ -34,9 +34,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe
 
-from lesionkg import server
-from lesionkg.cues import CUE_DIM
-from lesionkg.similarity import LesionIndex, exact_knn, recall_at_k
+from lesionkg.core.cues import CUE_DIM
+from lesionkg.core.similarity import exact_knn, recall_at_k
+from lesionkg.db import server
+from lesionkg.graph.vector_index import LesionIndex
 
 EMBEDDING_DIM = 1408
 K = 10
@@ -153,8 +154,8 @@ def _hnsw_vs_exact(args, dim: int, metric: str, size: int) -> tuple[dict, tuple 
 
 def _neo4j_vector_index(args, base: np.ndarray, queries: np.ndarray, exact_d: np.ndarray) -> dict:
     """Load ``base`` as Lesion.embedding into a throwaway Neo4j and query its vector index."""
-    from lesionkg.graph import open_driver
-    from lesionkg.settings import Settings
+    from lesionkg.config.settings import Settings
+    from lesionkg.db.driver import open_driver
 
     with tempfile.TemporaryDirectory(prefix="lesionkg-bench-vec-") as tmp:
         data_dir = Path(tmp) / "neo4j"

@@ -1,1 +1,1 @@
-"""Cypher statements shipped as package data (``lesionkg.cypher``); see lesionkg.statements."""
+"""Cypher statements shipped as package data (``lesionkg.cypher``); see lesionkg.db.statements."""

@@ -38,7 +38,7 @@ from pydicom.uid import (
     LegacyConvertedEnhancedCTImageStorage,
 )
 
-from lesionkg.errors import InvalidInputError, Problem
+from lesionkg.core.errors import InvalidInputError, Problem
 
 #: SOP classes indexed as CT images: single-frame CT and the two multi-frame (enhanced) forms.
 CT_SOP_CLASSES: frozenset[str] = frozenset(
@@ -379,7 +379,7 @@ def index_ct_images(paths: Iterable[str | os.PathLike[str]]) -> CTIndex:
     Headers only are read. Every file that is not indexed is listed in ``CTIndex.skipped`` with
     its reason; a second file with an already indexed SOP Instance UID is skipped as a duplicate
     (folders are walked in sorted order, so the first one in that order wins). A path that does
-    not exist raises :class:`~lesionkg.errors.InvalidInputError`.
+    not exist raises :class:`~lesionkg.core.errors.InvalidInputError`.
     """
     images: dict[str, CTImage] = {}
     skipped: list[tuple[Path, str]] = []
@@ -400,7 +400,7 @@ def read_hu(image: CTImage, frame: int | None = None) -> np.ndarray:
 
     ``frame`` is 1-based and needed only for multi-frame images (default: frame 1). HU = stored
     value * RescaleSlope + RescaleIntercept, with the frame's own rescale for Enhanced CT.
-    Raises :class:`~lesionkg.errors.InvalidInputError` when the file changed since indexing, the
+    Raises :class:`~lesionkg.core.errors.InvalidInputError` when the file changed since indexing, the
     pixels cannot be decoded (e.g. a compression without an installed decoder) or the rescale is
     missing.
     """

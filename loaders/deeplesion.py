@@ -1,4 +1,4 @@
-"""Parser of DeepLesion's ``DL_info.csv``: one :class:`~lesionkg.records.LesionRecord` per row.
+"""Parser of DeepLesion's ``DL_info.csv``: one :class:`~lesionkg.core.records.LesionRecord` per row.
 
 The official file has a header line and 18 columns (:data:`COLUMNS`). One row is one lesion
 bookmark, a RECIST measurement on one key slice. Scalar cells are plain numbers or letters; the
@@ -11,7 +11,7 @@ list-valued cells are quoted, comma-separated numbers::
 take more digits). ``Coarse_lesion_type`` -1 means unlabelled (every train row), ``Patient_age``
 may be ``NaN`` (one validation row) and ``Train_Val_Test`` is 1, 2 or 3.
 
-Ids: the file has no lesion id, so :func:`~lesionkg.records.lesion_id_of` derives one from the
+Ids: the file has no lesion id, so :func:`~lesionkg.core.records.lesion_id_of` derives one from the
 row's content, ``File_name`` plus the 8 ``Measurement_coordinates``. The same row therefore gets the
 same id whatever its position in the file, and two rows with the same slice and coordinates are
 the same bookmark: the later one is rejected as a duplicate.
@@ -19,7 +19,7 @@ the same bookmark: the later one is rejected as a duplicate.
 :func:`parse_dl_info` streams the file and yields, in file order, a ``LesionRecord`` for every
 valid row and a :class:`RejectedRow` listing every problem of an invalid one. Problems of the file
 itself (missing, empty, binary, wrong header, no data rows) raise
-:class:`~lesionkg.errors.InvalidInputError` instead. :func:`write_rejects` writes rejected rows to a
+:class:`~lesionkg.core.errors.InvalidInputError` instead. :func:`write_rejects` writes rejected rows to a
 CSV for ``--skip-invalid``.
 """
 
@@ -33,14 +33,8 @@ from dataclasses import dataclass
 from math import hypot, isfinite, isnan
 from typing import Any, TextIO
 
-from lesionkg.errors import InvalidInputError, Problem
-from lesionkg.records import (
-    SPLITS,
-    LesionRecord,
-    lesion_id_of,
-    patient_id_of,
-    study_id_of,
-)
+from lesionkg.core.errors import InvalidInputError, Problem
+from lesionkg.core.records import SPLITS, LesionRecord, lesion_id_of, patient_id_of, study_id_of
 
 __all__ = [
     "COLUMNS",

@@ -1,9 +1,9 @@
-"""DICOM SR measurement reports (TID 1500) to :class:`~lesionkg.records.Bookmark` records.
+"""DICOM SR measurement reports (TID 1500) to :class:`~lesionkg.core.records.Bookmark` records.
 
 :func:`read_measurement_report` reads one SR file and returns a :class:`MeasurementReportResult`:
 one bookmark per measurement group that holds a planar length measurement, and one
-:class:`~lesionkg.errors.Problem` per group that was skipped, with its reason. A file that yields
-no bookmark at all raises :class:`~lesionkg.errors.InvalidInputError` listing every reason.
+:class:`~lesionkg.core.errors.Problem` per group that was skipped, with its reason. A file that yields
+no bookmark at all raises :class:`~lesionkg.core.errors.InvalidInputError` listing every reason.
 
 What is read
   * The document must be a TID 1500 "Imaging Measurement Report" (126000, DCM) in an SR SOP
@@ -71,9 +71,9 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from lesionkg.errors import InvalidInputError, Problem
+from lesionkg.core.errors import InvalidInputError, Problem
+from lesionkg.core.records import Bookmark, ImageRef
 from lesionkg.loaders.ct import CTImage, truncation
-from lesionkg.records import Bookmark, ImageRef
 
 LONG_AXIS = "Long Axis"
 SHORT_AXIS = "Short Axis"
@@ -792,7 +792,7 @@ def read_measurement_report(
     ``ct_index`` maps SOP Instance UID to :class:`~lesionkg.loaders.ct.CTImage` (a
     :class:`~lesionkg.loaders.ct.CTIndex` will do); None means no image is known. See the module
     docstring for what is read and why a group is skipped. Returns the bookmarks and the skipped
-    groups; raises :class:`~lesionkg.errors.InvalidInputError` when the file is not a readable
+    groups; raises :class:`~lesionkg.core.errors.InvalidInputError` when the file is not a readable
     TID 1500 report, lacks PatientID or StudyInstanceUID, has a malformed study date, or no group
     gives a bookmark (then every group's reason is listed). Problems have ``line=None`` and name
     the place in ``column`` (e.g. ``"measurement group 2, Long Axis"``).

@@ -70,8 +70,8 @@ given twice, and the later line is rejected, naming the earlier one.
 
 ---------------------------------------------------------------------------------------------------
 
-:func:`read_jsonl_bookmarks` returns one :class:`~lesionkg.records.Bookmark` per line, in file
-order, or raises one :class:`~lesionkg.errors.InvalidInputError` listing every problem (outcome
+:func:`read_jsonl_bookmarks` returns one :class:`~lesionkg.core.records.Bookmark` per line, in file
+order, or raises one :class:`~lesionkg.core.errors.InvalidInputError` listing every problem (outcome
 "nothing was imported"). ``Bookmark.source`` is the path as given, ``source_index`` the 1-based
 line, ``image.path`` the image's absolute path, ``study_datetime`` the time in normal ISO form
 (``datetime.isoformat``: ``"2024-03-01T10:22"`` becomes ``"2024-03-01T10:22:00"``, ``Z`` becomes
@@ -89,9 +89,9 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from lesionkg.errors import InvalidInputError, Problem
-from lesionkg.pseudonym import lesion_key
-from lesionkg.records import COARSE_TYPES, Bookmark, ImageRef
+from lesionkg.core.errors import InvalidInputError, Problem
+from lesionkg.core.pseudonym import lesion_key
+from lesionkg.core.records import COARSE_TYPES, Bookmark, ImageRef
 
 __all__ = [
     "FIELDS",
@@ -515,7 +515,7 @@ def read_jsonl_bookmarks(
 ) -> list[Bookmark]:
     """Every bookmark of a JSON Lines file (format in the module documentation), in file order.
 
-    Checks the whole file first and raises one :class:`~lesionkg.errors.InvalidInputError`
+    Checks the whole file first and raises one :class:`~lesionkg.core.errors.InvalidInputError`
     listing every problem (file, line, field, reason; outcome "nothing was imported") if there is
     any, so that nothing of a bad file is imported. ``allow_missing_images`` accepts image paths
     that do not exist (the bookmark keeps the path; the caller imports it without image-derived

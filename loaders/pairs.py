@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from lesionkg.errors import InvalidInputError, Problem
+from lesionkg.core.errors import InvalidInputError, Problem
 
 PAIR_COLUMNS = ("source_File_name", "target_File_name")
 PAIR_DIAMETERS = ("source_recist_diameter_mm", "target_recist_diameter_mm")

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from lesionkg.errors import ModelError
+from lesionkg.core.errors import ModelError
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"

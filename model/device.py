@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lesionkg.errors import ModelError
+from lesionkg.core.errors import ModelError
 
 
 def resolve_device(device: str = "auto") -> torch.device:

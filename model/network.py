@@ -35,7 +35,7 @@ from torchvision.models.vgg import cfgs as vgg_cfgs
 from torchvision.models.vgg import make_layers
 from torchvision.ops import roi_align
 
-from lesionkg.errors import ModelError
+from lesionkg.core.errors import ModelError
 
 #: VGG-16 layers whose ReLU outputs are pooled, with their channel count and stride
 FEATURE_LAYERS: dict[str, tuple[int, int]] = {

@@ -68,7 +68,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from lesionkg.errors import InvalidInputError, ModelError, Problem
+from lesionkg.core.errors import InvalidInputError, ModelError, Problem
 from lesionkg.model.checkpoint import CONFIG_FILE, file_sha256, load_checkpoint, save_checkpoint
 from lesionkg.model.device import resolve_device
 from lesionkg.model.network import BACKBONES, load_backbone_weights, vgg16_features

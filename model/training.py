@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lesionkg.errors import InvalidInputError, ModelError
+from lesionkg.core.errors import InvalidInputError, ModelError
+from lesionkg.core.records import SPLITS, LesionRecord
 from lesionkg.loaders.deeplesion import RejectedRow, parse_dl_info
 from lesionkg.loaders.images import find_key_slice
 from lesionkg.model.checkpoint import (
@@ -45,7 +46,6 @@ from lesionkg.model.sampling import (
     sequential_triplet_loss,
 )
 from lesionkg.model.transforms import InputConfig, LesionImage
-from lesionkg.records import SPLITS, LesionRecord
 
 TRAINING_STATE_FILE = "training_state.pt"
 LOSS_CURVE_FILE = "loss_curve.png"

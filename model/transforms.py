@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from lesionkg.errors import ModelError
+from lesionkg.core.errors import ModelError
 
 HU_OFFSET = 32768
 AIR_HU = -1024.0

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lesionkg import server
-from lesionkg.graph import apply_schema, counts, reset
-from lesionkg.settings import Settings
+from lesionkg.config.settings import Settings
+from lesionkg.db import server
+from lesionkg.db.schema import apply_schema, counts, reset
 
 REPO = Path(__file__).resolve().parents[1]
 DEEPLESION = REPO.parent / "shared" / "data" / "deeplesion"
@@ -83,7 +83,7 @@ def train_csv() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_images(tmp_path_factory) -> Path:
     """12 SYNTHETIC patients in DeepLesion format with Images_png slices."""
-    from lesionkg.loaders.synthetic import write_synthetic_dl_info
+    from lesionkg.synthetic.cohort import write_synthetic_dl_info
 
     out = tmp_path_factory.mktemp("synthetic_cohort")
     write_synthetic_dl_info(out, patients=12, seed=4, images=True)
@@ -116,7 +116,7 @@ def settings(neo4j_instance) -> Settings:
 
 @pytest.fixture(scope="session")
 def driver(settings):
-    from lesionkg.graph import open_driver
+    from lesionkg.db.driver import open_driver
 
     drv = open_driver(settings)
     yield drv
@@ -142,7 +142,7 @@ def empty_graph(driver):
 def val_graph(driver, val_csv):
     """The database holding exactly the real validation split; tests must not write to it."""
     if GraphState.content != "val":
-        from lesionkg.pipeline import load_deeplesion
+        from lesionkg.etl.bulk import load_deeplesion
 
         reset(driver, DATABASE)
         load_deeplesion(driver, val_csv, database=DATABASE, progress=False)

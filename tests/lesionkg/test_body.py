@@ -1,4 +1,4 @@
-"""The body outline and in-plane locations (``lesionkg.body``), on real DeepLesion key slices."""
+"""The body outline and in-plane locations (``lesionkg.core.body``), on real DeepLesion key slices."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lesionkg.body import body_box, body_mask, relative_xy
+from lesionkg.core.body import body_box, body_mask, relative_xy
 from lesionkg.model.transforms import read_hu_png
 
 

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from lesionkg.cli import main
-from lesionkg.statements import queries
+from lesionkg.db.statements import queries
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def test_load_db_init_reset_round(runner, empty_graph, cli_args, deeplesion_dir)
 def test_demo_builds_a_synthetic_knowledge_base(
     runner, empty_graph, cli_args, tmp_path, monkeypatch
 ):
-    from lesionkg import pipeline
+    from lesionkg import demo as pipeline
 
     # The demo's training, shrunk to seconds: what is tested is that it trains, embeds, shows.
     tiny = {"steps": 2, "sequences_per_batch": 2, "crop_px": 16, "spacings_mm": (2.0, 5.0)}

@@ -1,4 +1,4 @@
-"""lesionkg.cohort and its named queries on a small hand-made graph, against hand-computed answers.
+"""lesionkg.graph.cohort and its named queries on a small hand-made graph, against hand-computed answers.
 
 Three patients with tracks (FOLLOWED_BY), SIMILAR_TO edges and 4-D ``cues`` vectors in a
 ``lesion_cues`` vector index the test creates itself (the real schema's has another dimension, so
@@ -11,10 +11,10 @@ import itertools
 
 import pytest
 
-from lesionkg import cohort
-from lesionkg.errors import QueryError
-from lesionkg.queries import run_named
-from lesionkg.records import COARSE_TYPES
+from lesionkg.graph import cohort
+from lesionkg.core.errors import QueryError
+from lesionkg.core.records import COARSE_TYPES
+from lesionkg.db.queries import run_named
 
 pytestmark = pytest.mark.neo4j
 DB = "neo4j"

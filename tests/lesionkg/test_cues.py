@@ -1,6 +1,6 @@
 """The cues space: hand-computed vectors, missing values, the three input paths, the real val split.
 
-No Neo4j: the property path is fed with :func:`lesionkg.graph.lesion_props`, the very dicts the
+No Neo4j: the property path is fed with :func:`lesionkg.db.writes.lesion_props`, the very dicts the
 graph store writes as Lesion nodes.
 """
 
@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from lesionkg.cues import (
+from lesionkg.core.cues import (
     CUE_DIM,
     CUE_NAMES,
     CUE_WEIGHTS,
@@ -23,10 +23,10 @@ from lesionkg.cues import (
     cue_matrix_from_props,
     cue_vector,
 )
-from lesionkg.evaluation import type_precision_at_k
-from lesionkg.graph import lesion_props
+from lesionkg.core.metrics import type_precision_at_k
+from lesionkg.core.records import LesionRecord
+from lesionkg.db.writes import lesion_props
 from lesionkg.loaders.deeplesion import RejectedRow, parse_dl_info
-from lesionkg.records import LesionRecord
 
 LUNG = (-1500.0, 500.0)
 SOFT_TISSUE = (-175.0, 275.0)

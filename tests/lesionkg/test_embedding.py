@@ -11,15 +11,15 @@ import torch
 from click.testing import CliRunner
 
 from lesionkg.cli import main
-from lesionkg.embedding import embed_graph, read_embeddings
-from lesionkg.errors import ModelError
+from lesionkg.core.errors import ModelError
+from lesionkg.db.queries import run_named
+from lesionkg.etl.bulk import load_deeplesion
+from lesionkg.graph.embedding import embed_graph, read_embeddings
 from lesionkg.model.checkpoint import save_checkpoint
 from lesionkg.model.embedder import KIND
 from lesionkg.model.network import LesionEmbedder
 from lesionkg.model.training import TrainConfig
 from lesionkg.model.transforms import CropSpec, InputConfig
-from lesionkg.pipeline import load_deeplesion
-from lesionkg.queries import run_named
 
 DATABASE = "neo4j"
 

@@ -1,4 +1,4 @@
-"""The PACS bookmark import (``lesionkg.etl``): pure steps without Neo4j, then real imports of the
+"""The PACS bookmark import (``lesionkg.etl.importer``): pure steps without Neo4j, then real imports of the
 real DICOM files in ../shared/data/dicom and of SYNTHETIC reports, JSON Lines and DeepLesion rows
 into the real Neo4j."""
 
@@ -16,8 +16,11 @@ from neo4j.exceptions import ServiceUnavailable
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
-from lesionkg.errors import ConfigurationError, DatabaseError, Problem
-from lesionkg.etl import (
+from lesionkg.config.secret import load_or_create_secret
+from lesionkg.core.errors import ConfigurationError, DatabaseError, Problem
+from lesionkg.core.pseudonym import Pseudonymizer
+from lesionkg.db.schema import counts
+from lesionkg.etl.importer import (
     EtlOptions,
     RetryPolicy,
     file_kind,
@@ -28,8 +31,7 @@ from lesionkg.etl import (
     study_order,
     with_retries,
 )
-from lesionkg.graph import counts
-from lesionkg.loaders.synthetic_dicom import (
+from lesionkg.synthetic.dicom import (
     CM,
     LONG_AXIS,
     MM,
@@ -39,7 +41,6 @@ from lesionkg.loaders.synthetic_dicom import (
     write_report,
     write_synthetic_ct,
 )
-from lesionkg.pseudonym import Pseudonymizer, load_or_create_secret
 
 DATABASE = "neo4j"
 
@@ -136,7 +137,7 @@ def test_unreachable_neo4j_is_retried_then_reported(tmp_path: Path) -> None:
     """A real driver pointed at a closed port: the import retries, then says nothing was written."""
     from neo4j import GraphDatabase
 
-    from lesionkg.server import free_port
+    from lesionkg.db.server import free_port
 
     driver = GraphDatabase.driver(f"bolt://127.0.0.1:{free_port()}", auth=("neo4j", "x" * 12))
     options = EtlOptions(
@@ -576,8 +577,8 @@ def test_killed_import_resumes_to_the_same_graph(empty_graph, settings, tmp_path
     import subprocess
     import time
 
-    from lesionkg.graph import reset
-    from lesionkg.loaders.synthetic import write_synthetic_bookmarks
+    from lesionkg.db.schema import reset
+    from lesionkg.synthetic.cohort import write_synthetic_bookmarks
 
     export = write_synthetic_bookmarks(tmp_path / "export", patients=80, seed=5)
     env = etl_env(settings, tmp_path)
@@ -621,9 +622,9 @@ def test_neo4j_restarted_mid_import_is_retried(
     import subprocess
     import time
 
-    from lesionkg import server
-    from lesionkg.graph import reset
-    from lesionkg.loaders.synthetic import write_synthetic_bookmarks
+    from lesionkg.db import server
+    from lesionkg.db.schema import reset
+    from lesionkg.synthetic.cohort import write_synthetic_bookmarks
 
     export = write_synthetic_bookmarks(tmp_path / "export", patients=300, seed=9)
     env = etl_env(settings, tmp_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lesionkg.evaluation import nearest_other_patients, type_precision_at_k
+from lesionkg.core.metrics import nearest_other_patients, type_precision_at_k
 
 
 def test_nearest_skips_self_and_same_patient():

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
-from lesionkg.errors import ConfigurationError
-from lesionkg.etl import EtlOptions
-from lesionkg.inbox import DONE, QUARANTINE, watch_inbox
-from lesionkg.loaders.synthetic_dicom import (
+from lesionkg.core.errors import ConfigurationError
+from lesionkg.etl.importer import EtlOptions
+from lesionkg.etl.inbox import DONE, QUARANTINE, watch_inbox
+from lesionkg.synthetic.dicom import (
     LONG_AXIS,
     MM,
     group,

@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner
 from conftest import DATABASE, GraphState
 
-from lesionkg import cues
 from lesionkg.cli import main
-from lesionkg.graph import counts, reset
-from lesionkg.linking import link_graph
-from lesionkg.pipeline import load_deeplesion
-from lesionkg.tracking import match_graph
+from lesionkg.core import cues
+from lesionkg.db.schema import counts, reset
+from lesionkg.etl.bulk import load_deeplesion
+from lesionkg.graph.matching import match_graph
+from lesionkg.graph.similarity import link_graph
 
 pytestmark = pytest.mark.neo4j
 

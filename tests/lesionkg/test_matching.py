@@ -9,10 +9,7 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from lesionkg.evaluation import PairLesion, resolve_pair_lesion, score_matching
-from lesionkg.loaders.deeplesion import parse_dl_info
-from lesionkg.loaders.pairs import read_same_lesion_pairs
-from lesionkg.matching import (
+from lesionkg.core.matching import (
     BASELINE,
     CandidateEdge,
     MatchConfig,
@@ -26,7 +23,10 @@ from lesionkg.matching import (
     reader_agreement,
     track_id_of,
 )
-from lesionkg.records import LesionRecord
+from lesionkg.core.metrics import PairLesion, resolve_pair_lesion, score_matching
+from lesionkg.core.records import LesionRecord
+from lesionkg.loaders.deeplesion import parse_dl_info
+from lesionkg.loaders.pairs import read_same_lesion_pairs
 
 NAN = math.nan
 

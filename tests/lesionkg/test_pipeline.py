@@ -8,10 +8,10 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from lesionkg.errors import InvalidInputError
-from lesionkg.graph import counts
-from lesionkg.pipeline import load_deeplesion
-from lesionkg.records import COARSE_TYPES
+from lesionkg.core.errors import InvalidInputError
+from lesionkg.core.records import COARSE_TYPES
+from lesionkg.db.schema import counts
+from lesionkg.etl.bulk import load_deeplesion
 
 pytestmark = pytest.mark.neo4j
 DB = "neo4j"

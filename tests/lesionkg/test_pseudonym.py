@@ -15,17 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lesionkg.errors import ConfigurationError
+from lesionkg.config.secret import SECRET_BYTES, default_secret_path, load_or_create_secret
+from lesionkg.core.errors import ConfigurationError
+from lesionkg.core.pseudonym import Pseudonymizer, PseudonymousBookmark, lesion_key
+from lesionkg.core.records import Bookmark, ImageRef
 from lesionkg.loaders.jsonl import read_jsonl_bookmarks
-from lesionkg.pseudonym import (
-    SECRET_BYTES,
-    Pseudonymizer,
-    PseudonymousBookmark,
-    default_secret_path,
-    lesion_key,
-    load_or_create_secret,
-)
-from lesionkg.records import Bookmark, ImageRef
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
 
@@ -70,7 +64,7 @@ def key_file(tmp_path) -> Path:
 
 @pytest.fixture
 def pseudonymizer(key_file) -> Pseudonymizer:
-    return Pseudonymizer.from_secret_file(key_file)
+    return Pseudonymizer(load_or_create_secret(key_file))
 
 
 # --- the secret file -----------------------------------------------------------------------------
@@ -183,7 +177,7 @@ def test_a_short_secret_cannot_make_a_pseudonymizer():
 
 
 def test_ids_are_stable_across_instances_of_one_secret_file(key_file):
-    first = Pseudonymizer.from_secret_file(key_file)
+    first = Pseudonymizer(load_or_create_secret(key_file))
     second = Pseudonymizer(load_or_create_secret(key_file))
     b = bookmark()
     assert first.pseudonymise(b) == second.pseudonymise(b)
@@ -219,8 +213,8 @@ def test_known_answer_pins_the_construction():
 
 
 def test_different_secrets_give_different_ids(tmp_path):
-    a = Pseudonymizer.from_secret_file(tmp_path / "a.key")
-    b = Pseudonymizer.from_secret_file(tmp_path / "b.key")
+    a = Pseudonymizer(load_or_create_secret(tmp_path / "a.key"))
+    b = Pseudonymizer(load_or_create_secret(tmp_path / "b.key"))
     pa, pb = a.pseudonymise(bookmark()), b.pseudonymise(bookmark())
     for field in (
         "lesion_id",

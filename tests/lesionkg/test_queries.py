@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lesionkg.errors import QueryError
-from lesionkg.queries import format_result, run_cypher, run_named
-from lesionkg.records import COARSE_TYPES
-from lesionkg.statements import queries
+from lesionkg.core.errors import QueryError
+from lesionkg.core.records import COARSE_TYPES
+from lesionkg.db.queries import format_result, run_cypher, run_named
+from lesionkg.db.statements import queries
 
 pytestmark = pytest.mark.neo4j
 DB = "neo4j"

@@ -1,6 +1,6 @@
 import hashlib
 
-from lesionkg.records import COARSE_TYPES, SPLITS, lesion_id_of, patient_id_of, study_id_of
+from lesionkg.core.records import COARSE_TYPES, SPLITS, lesion_id_of, patient_id_of, study_id_of
 
 
 def test_lesion_id_is_the_documented_hash():

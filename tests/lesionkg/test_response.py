@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from lesionkg.response import TrackMeasurement, assess_response
+from lesionkg.core.response import TrackMeasurement, assess_response
 
 LIVER, LUNG, BONE, KIDNEY = 4, 5, 1, 6
 

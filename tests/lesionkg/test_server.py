@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lesionkg import server
-from lesionkg.errors import ServerError
+from lesionkg.core.errors import ServerError
+from lesionkg.db import server
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from lesionkg.errors import ConfigurationError
-from lesionkg.settings import resolve_settings
+from lesionkg.config.settings import resolve_settings
+from lesionkg.core.errors import ConfigurationError
 
 
 def test_environment_gives_every_field():

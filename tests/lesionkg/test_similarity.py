@@ -1,4 +1,4 @@
-"""Tests of lesionkg.similarity: exact search, HNSW index, kNN edges, type votes (no Neo4j)."""
+"""Tests of lesionkg.core.similarity: exact search, HNSW index, kNN edges, type votes (no Neo4j)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from lesionkg.errors import ConfigurationError
-from lesionkg.loaders.deeplesion import parse_dl_info
-from lesionkg.records import LesionRecord
-from lesionkg.similarity import (
-    LesionIndex,
+from lesionkg.core.errors import ConfigurationError
+from lesionkg.core.records import LesionRecord
+from lesionkg.core.similarity import (
     SimilarEdge,
     exact_knn,
     knn_edges,
@@ -21,6 +19,8 @@ from lesionkg.similarity import (
     recall_at_k,
     type_accuracy,
 )
+from lesionkg.graph.vector_index import LesionIndex
+from lesionkg.loaders.deeplesion import parse_dl_info
 
 
 def brute_force(queries: np.ndarray, base: np.ndarray, metric: str) -> np.ndarray:

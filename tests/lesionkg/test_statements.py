@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from lesionkg.errors import QueryError
-from lesionkg.statements import (
+from lesionkg.core.errors import QueryError
+from lesionkg.db.statements import (
     bind_params,
     queries,
     query,

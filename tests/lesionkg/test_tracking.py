@@ -12,12 +12,12 @@ from click.testing import CliRunner
 from conftest import DATABASE, GraphState
 
 from lesionkg.cli import main
-from lesionkg.errors import QueryError
-from lesionkg.graph import counts, reset
-from lesionkg.matching import match_patient
-from lesionkg.pipeline import load_deeplesion
-from lesionkg.statements import statement
-from lesionkg.tracking import evaluate_matching, match_graph, read_match_lesions, track_rows
+from lesionkg.core.errors import QueryError
+from lesionkg.core.matching import match_patient
+from lesionkg.db.schema import counts, reset
+from lesionkg.db.statements import statement
+from lesionkg.etl.bulk import load_deeplesion
+from lesionkg.graph.matching import evaluate_matching, match_graph, read_match_lesions, track_rows
 
 pytestmark = pytest.mark.neo4j
 

@@ -10,7 +10,7 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from lesionkg.errors import InvalidInputError
+from lesionkg.core.errors import InvalidInputError
 from lesionkg.loaders.ct import CTImage, CTIndex, index_ct_images, neighbours, read_hu
 
 LIVER = ("01.dcm", "02.dcm", "03.dcm")

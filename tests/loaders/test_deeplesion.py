@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lesionkg.errors import InvalidInputError, Problem
+from lesionkg.core.errors import InvalidInputError, Problem
+from lesionkg.core.records import LesionRecord, lesion_id_of, patient_id_of, study_id_of
 from lesionkg.loaders import deeplesion
 from lesionkg.loaders.deeplesion import COLUMNS, RejectedRow, parse_dl_info, write_rejects
-from lesionkg.records import LesionRecord, lesion_id_of, patient_id_of, study_id_of
 
 DATA = Path(__file__).resolve().parents[3] / "shared/data/deeplesion"
 VAL = DATA / "dl_info/DL_info_val.csv"

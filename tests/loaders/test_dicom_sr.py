@@ -20,14 +20,15 @@ from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
-from lesionkg.errors import InvalidInputError
+from lesionkg.core.errors import InvalidInputError
+from lesionkg.core.records import Bookmark, ImageRef
 from lesionkg.loaders.ct import CTIndex, index_ct_images
 from lesionkg.loaders.dicom_sr import (
     MeasurementReportResult,
     read_measurement_report,
     study_datetime_iso,
 )
-from lesionkg.loaders.synthetic_dicom import (
+from lesionkg.synthetic.dicom import (
     ACCESSION,
     BIRTH_DATE,
     CM,
@@ -43,7 +44,6 @@ from lesionkg.loaders.synthetic_dicom import (
     write_report,
     write_synthetic_ct,
 )
-from lesionkg.records import Bookmark, ImageRef
 
 CT_SMALL_UID = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
 CT_SMALL_SERIES = "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322"

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lesionkg.errors import InvalidInputError
+from lesionkg.core.errors import InvalidInputError
+from lesionkg.core.records import Bookmark, ImageRef
 from lesionkg.loaders.jsonl import FIELDS, REQUIRED_FIELDS, read_jsonl_bookmarks
-from lesionkg.records import Bookmark, ImageRef
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 #: A real DeepLesion key slice (16-bit PNG) and a real CT slice (DICOM), read in place.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lesionkg.errors import InvalidInputError
+from lesionkg.core.errors import InvalidInputError
 from lesionkg.loaders.pairs import read_lesanet_labels, read_same_lesion_pairs
 
 HEADER = (

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lesionkg.loaders import phantom as P
+from lesionkg.synthetic import phantom as P
 
 RNG_SEED = 20181
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lesionkg.loaders import synthetic
-from lesionkg.loaders.synthetic import (
+from lesionkg.core.records import Bookmark
+from lesionkg.synthetic import cohort as synthetic
+from lesionkg.synthetic.cohort import (
     SyntheticBookmarks,
     SyntheticCohort,
     write_synthetic_bookmarks,
     write_synthetic_dl_info,
 )
-from lesionkg.records import Bookmark
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_VAL_CSV = REPO.parent / "shared" / "data" / "deeplesion" / "dl_info" / "DL_info_val.csv"
@@ -142,7 +142,7 @@ def test_metadata_counts_match_the_csv(cohort: SyntheticCohort, table: Table) ->
     meta = json.loads(cohort.metadata_path.read_text(encoding="ascii"))
     studies = len(set(zip(table.patient.tolist(), table.study.tolist(), strict=True)))
     assert meta["synthetic"] is True
-    assert meta["generator"] == "lesionkg.loaders.synthetic"
+    assert meta["generator"] == "lesionkg.synthetic.cohort"
     assert meta["version"] == 2
     assert meta["seed"] == cohort.seed == 11
     assert meta["patients"] == cohort.patients == len(set(table.patient.tolist())) == 300
@@ -396,7 +396,7 @@ def test_truth_covers_every_row(imaged: SyntheticCohort, truth: list[dict[str, s
 
 
 def test_every_lesion_sits_in_its_organ(truth: list[dict[str, str]]) -> None:
-    from lesionkg.loaders import phantom
+    from lesionkg.synthetic import phantom
 
     for r in truth:
         allowed = {phantom.LABEL_NAMES[k] for k in phantom.TYPE_ORGANS[int(r["true_type"])]}
@@ -435,7 +435,7 @@ def _renderer(cohort: SyntheticCohort) -> synthetic._ChunkImages:
 def test_lesions_show_their_type_against_their_organ(
     imaged: SyntheticCohort, truth: list[dict[str, str]]
 ) -> None:
-    from lesionkg.loaders import phantom as P
+    from lesionkg.synthetic import phantom as P
 
     t = Table(imaged.csv_path)
     root = imaged.csv_path.parent / "Images_png"
@@ -659,7 +659,7 @@ def test_cli_writes_a_cohort_with_images(tmp_path: Path) -> None:
 
 def test_true_pairs_link_consecutive_measurements_both_ways(small: SyntheticCohort) -> None:
     from lesionkg.loaders.pairs import read_same_lesion_pairs
-    from lesionkg.loaders.synthetic import write_synthetic_pairs
+    from lesionkg.synthetic.cohort import write_synthetic_pairs
 
     path = write_synthetic_pairs(small)
     pairs = read_same_lesion_pairs(path)
@@ -814,7 +814,7 @@ def test_bookmark_export_is_labelled_synthetic(
     meta = json.loads(export.metadata_path.read_text(encoding="ascii"))
     assert meta["synthetic"] is True
     assert "SYNTHETIC" in meta["note"]
-    assert meta["generator"] == "lesionkg.loaders.synthetic"
+    assert meta["generator"] == "lesionkg.synthetic.cohort"
     assert (meta["seed"], meta["patients"], meta["first_patient_index"]) == (0, 50, 1)
     assert (meta["studies"], meta["bookmarks"], meta["lesions"]) == (
         export.studies,
@@ -840,7 +840,7 @@ def test_same_seed_gives_identical_bookmark_files(tmp_path: Path) -> None:
     assert not any("tracking" in p.read_text() for p in a.files)
     # without images the files name where the key slices would be: the default options refuse
     # them, allow_missing_images reads them
-    from lesionkg.errors import InvalidInputError
+    from lesionkg.core.errors import InvalidInputError
     from lesionkg.loaders.jsonl import read_jsonl_bookmarks
 
     with pytest.raises(InvalidInputError, match="image not found"):

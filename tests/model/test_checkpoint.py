@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from lesionkg.errors import ModelError
+from lesionkg.core.errors import ModelError
 from lesionkg.model.checkpoint import load_checkpoint, save_checkpoint
 
 

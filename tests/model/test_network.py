@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from lesionkg.errors import ModelError
+from lesionkg.core.errors import ModelError
 from lesionkg.model.network import (
     EMBEDDING_DIM,
     FEATURE_LAYERS,

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from lesionkg.cli import main
-from lesionkg.errors import InvalidInputError, ModelError
+from lesionkg.core.errors import InvalidInputError, ModelError
 from lesionkg.model.ssbr import (
     OPTIMIZER_FILE,
     SSBRConfig,

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from lesionkg.cli import main
-from lesionkg.errors import ModelError
+from lesionkg.core.errors import ModelError
 from lesionkg.model.checkpoint import load_checkpoint
 from lesionkg.model.embedder import Embedder
 from lesionkg.model.network import LesionEmbedder, NetworkConfig
@@ -145,7 +145,7 @@ def test_cli_train(synthetic_images, tmp_path):
 def test_bad_rows_stop_training_with_every_problem(synthetic_images, tmp_path):
     import csv
 
-    from lesionkg.errors import InvalidInputError
+    from lesionkg.core.errors import InvalidInputError
     from lesionkg.model.training import read_training_rows
 
     with open(synthetic_images / "DL_info_synthetic.csv", newline="") as fh:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lesionkg.errors import ModelError
+from lesionkg.core.errors import ModelError
 from lesionkg.model.transforms import (
     IMAGENET_GREY_MEAN,
     IMAGENET_GREY_STD,

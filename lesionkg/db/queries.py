@@ -16,8 +16,8 @@ from neo4j import Driver, RoutingControl
 from neo4j.exceptions import Neo4jError
 from neo4j.graph import Node, Path, Relationship
 
-from lesionkg.errors import QueryError
-from lesionkg.statements import bind_params, query
+from lesionkg.core.errors import QueryError
+from lesionkg.db.statements import bind_params, query
 
 FORMATS = ("table", "json", "csv")
 

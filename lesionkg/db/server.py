@@ -29,8 +29,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lesionkg.errors import ServerError
-from lesionkg.settings import cache_dir
+from lesionkg.config.instance import Instance, instance_file, read_instance, write_private
+from lesionkg.config.paths import cache_dir
+from lesionkg.core.errors import ServerError
 
 #: The one place the Neo4j version is pinned (docker-compose.yml's image tag is checked against it).
 NEO4J_VERSION = "5.26.25"
@@ -66,20 +67,6 @@ _JVM_FLAGS = [
 
 
 @dataclass(frozen=True, slots=True)
-class Instance:
-    """A local server's identity, as stored in ``instance.json``."""
-
-    data_dir: Path
-    port: int
-    username: str
-    password: str
-
-    @property
-    def uri(self) -> str:
-        return f"bolt://127.0.0.1:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
 class ServerStatus:
     data_dir: Path
     running: bool
@@ -88,34 +75,8 @@ class ServerStatus:
     version: str
 
 
-def _instance_file(data_dir: Path) -> Path:
-    return data_dir / "instance.json"
-
-
 def _pid_file(data_dir: Path) -> Path:
     return data_dir / "run" / "neo4j.pid"
-
-
-def read_instance(data_dir: Path) -> Instance | None:
-    """The instance created in ``data_dir`` by an earlier start, or None."""
-    path = _instance_file(Path(data_dir))
-    if not path.exists():
-        return None
-    try:
-        raw = json.loads(path.read_text())
-        return Instance(Path(data_dir), int(raw["port"]), raw["username"], raw["password"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ServerError(
-            f"{path}: unreadable instance file ({exc}); delete it to start anew"
-        ) from exc
-
-
-def _write_private(path: Path, text: str) -> None:
-    # Create with 0600 from the start so the password is never readable by others, even briefly.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(path, 0o600)
 
 
 def check_java() -> str:
@@ -318,8 +279,8 @@ def start(
         if proc.returncode != 0:
             raise ServerError(f"could not set the initial password:\n{proc.stdout}{proc.stderr}")
         instance = Instance(data_dir, port, "neo4j", password)
-    _write_private(
-        _instance_file(data_dir),
+    write_private(
+        instance_file(data_dir),
         json.dumps(
             {
                 "port": instance.port,

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import click
 
-from lesionkg import server
-from lesionkg.errors import LesionKGError
-from lesionkg.settings import DEFAULT_PORT, default_data_dir, resolve_settings
+from lesionkg.config.paths import default_data_dir
+from lesionkg.config.settings import DEFAULT_PORT, resolve_settings
+from lesionkg.core.errors import LesionKGError
+from lesionkg.db import server
 
 FORMAT = click.option(
     "--format",
@@ -74,7 +75,7 @@ def main(ctx: click.Context, uri, username, password, database) -> None:
 @contextmanager
 def _connect(ctx: click.Context):
     """One driver per command, closed when the command ends."""
-    from lesionkg.graph import open_driver
+    from lesionkg.db.driver import open_driver
 
     settings = resolve_settings(**ctx.find_root().obj)
     driver = open_driver(settings)
@@ -170,7 +171,7 @@ def db_group() -> None:
 @click.pass_context
 def init(ctx) -> None:
     """Create constraints, indexes and lesion types (idempotent)."""
-    from lesionkg.graph import apply_schema
+    from lesionkg.db.schema import apply_schema
 
     with _connect(ctx) as (driver, database):
         apply_schema(driver, database)
@@ -184,7 +185,7 @@ def reset(ctx, yes) -> None:
     """Delete every node and relationship of the configured database."""
     if not yes:
         raise click.UsageError("refusing to empty the database without --yes")
-    from lesionkg.graph import reset as reset_graph
+    from lesionkg.db.schema import reset as reset_graph
 
     with _connect(ctx) as (driver, database):
         reset_graph(driver, database)
@@ -196,7 +197,7 @@ def reset(ctx, yes) -> None:
 @click.pass_context
 def stats(ctx, fmt) -> None:
     """Count nodes by label and relationships by type."""
-    from lesionkg.graph import counts
+    from lesionkg.db.schema import counts
 
     with _connect(ctx) as (driver, database):
         found = counts(driver, database)
@@ -260,7 +261,7 @@ def load_deeplesion_cmd(
     ctx, csv_path, images, skip_invalid, rejects, dataset, batch_size, writers, fmt, quiet
 ) -> None:
     """Load a DeepLesion DL_info.csv (18 columns) into the graph; idempotent."""
-    from lesionkg.pipeline import load_deeplesion
+    from lesionkg.etl.bulk import load_deeplesion
 
     with _connect(ctx) as (driver, database):
         summary = load_deeplesion(
@@ -470,7 +471,7 @@ def train_cmd(
 @click.pass_context
 def embed_cmd(ctx, model_dir, images, matrix, batch_size, device, fmt, quiet) -> None:
     """Write Lesion.embedding (1408-D) for every lesion of the graph that has an image."""
-    from lesionkg.embedding import embed_graph
+    from lesionkg.graph.embedding import embed_graph
 
     with _connect(ctx) as (driver, database):
         summary = embed_graph(
@@ -503,7 +504,7 @@ def embed_cmd(ctx, model_dir, images, matrix, batch_size, device, fmt, quiet) ->
 @click.pass_context
 def match_cmd(ctx, patient_id, fmt, quiet) -> None:
     """Link each patient's measurements of one lesion into tracks (track_id, FOLLOWED_BY)."""
-    from lesionkg.tracking import match_graph
+    from lesionkg.graph.matching import match_graph
 
     with _connect(ctx) as (driver, database):
         summary = match_graph(driver, database=database, patient_id=patient_id, progress=not quiet)
@@ -551,7 +552,7 @@ SPACE = click.option(
 @click.pass_context
 def link_cmd(ctx, space, k, other_patients, index_dir, fmt, quiet) -> None:
     """Write SIMILAR_TO edges to every lesion's k nearest lesions in an embedding space."""
-    from lesionkg.linking import link_graph
+    from lesionkg.graph.similarity import link_graph
 
     with _connect(ctx) as (driver, database):
         summary = link_graph(
@@ -661,7 +662,7 @@ def etl_cmd(
 ) -> None:
     """Import PACS bookmarks: DICOM SR measurement reports (with their CT images), JSON Lines
     bookmarks and DeepLesion rows; link and track them. Exits 1 when anything was rejected."""
-    from lesionkg.etl import EtlOptions, run_etl
+    from lesionkg.etl.importer import EtlOptions, run_etl
 
     if not paths and inbox is None:
         raise click.UsageError("give PATH... to import, or --watch INBOX")
@@ -679,7 +680,7 @@ def etl_cmd(
     )
     with _connect(ctx) as (driver, database):
         if inbox is not None:
-            from lesionkg.inbox import watch_inbox
+            from lesionkg.etl.inbox import watch_inbox
 
             summary = watch_inbox(
                 driver,
@@ -701,7 +702,7 @@ def etl_cmd(
 
 
 def _table(rows: list[dict], fmt: str) -> str:
-    from lesionkg.queries import QueryResult, format_result
+    from lesionkg.db.queries import QueryResult, format_result
 
     columns = list(rows[0]) if rows else []
     return format_result(QueryResult(columns, [list(r.values()) for r in rows]), fmt)
@@ -725,7 +726,7 @@ def _table(rows: list[dict], fmt: str) -> str:
 @click.pass_context
 def similar_cmd(ctx, lesion_id, space, k, other_patients, coarse_type, min_mm, fmt) -> None:
     """Lesions most similar to LESION_ID, through the space's Neo4j vector index."""
-    from lesionkg.cohort import similar_lesions
+    from lesionkg.graph.cohort import similar_lesions
 
     with _connect(ctx) as (driver, database):
         rows = similar_lesions(
@@ -749,7 +750,7 @@ def similar_cmd(ctx, lesion_id, space, k, other_patients, coarse_type, min_mm, f
 @click.pass_context
 def similar_patients_cmd(ctx, patient_id, space, k, fmt) -> None:
     """Patients whose lesions are most similar to PATIENT_ID's (over SIMILAR_TO edges)."""
-    from lesionkg.cohort import similar_patients
+    from lesionkg.graph.cohort import similar_patients
 
     with _connect(ctx) as (driver, database):
         rows = similar_patients(driver, patient_id, k=k, space=space, database=database)
@@ -762,7 +763,7 @@ def similar_patients_cmd(ctx, patient_id, space, k, fmt) -> None:
 @click.pass_context
 def tracks_cmd(ctx, patient_id, fmt) -> None:
     """A patient's lesion tracks with the long-axis change from first to last measurement."""
-    from lesionkg.cohort import patient_tracks
+    from lesionkg.graph.cohort import patient_tracks
 
     with _connect(ctx) as (driver, database):
         rows = patient_tracks(driver, patient_id, database=database)
@@ -777,8 +778,8 @@ def response_cmd(ctx, patient_id, fmt) -> None:
     """RECIST 1.1-style response of each follow-up study of a patient (from its tracks)."""
     from dataclasses import asdict
 
-    from lesionkg.cohort import patient_response
-    from lesionkg.response import describe_response
+    from lesionkg.core.response import describe_response
+    from lesionkg.graph.cohort import patient_response
 
     with _connect(ctx) as (driver, database):
         report = patient_response(driver, patient_id, database=database)
@@ -809,7 +810,7 @@ def _rate(value: float) -> str:
 @click.pass_context
 def evaluate_matching_cmd(ctx, pairs_path, fmt) -> None:
     """Score the stored tracks on same-lesion pairs, beside the Hungarian location baseline."""
-    from lesionkg.tracking import evaluate_matching
+    from lesionkg.graph.matching import evaluate_matching
 
     with _connect(ctx) as (driver, database):
         report = evaluate_matching(driver, pairs_path, database=database)
@@ -856,7 +857,7 @@ def evaluate_matching_cmd(ctx, pairs_path, fmt) -> None:
 @click.pass_context
 def evaluate_retrieval_cmd(ctx, space, k, labels_path, fmt) -> None:
     """Type (and LesaNet label) precision@k over other patients, beside location baselines."""
-    from lesionkg.retrieval import evaluate_retrieval
+    from lesionkg.graph.retrieval import evaluate_retrieval
 
     with _connect(ctx) as (driver, database):
         report = evaluate_retrieval(
@@ -894,8 +895,8 @@ def evaluate_retrieval_cmd(ctx, space, k, labels_path, fmt) -> None:
 @click.pass_context
 def query_cmd(ctx, name, params, fmt, list_) -> None:
     """Run a named query of the Cypher library (see --list)."""
-    from lesionkg.queries import format_result, parse_param_options, run_named
-    from lesionkg.statements import queries
+    from lesionkg.db.queries import format_result, parse_param_options, run_named
+    from lesionkg.db.statements import queries
 
     if list_ or name is None:
         specs = queries().values()
@@ -944,7 +945,7 @@ def query_cmd(ctx, name, params, fmt, list_) -> None:
 @click.pass_context
 def cypher_cmd(ctx, statement, params, fmt) -> None:
     """Run an ad-hoc read-only Cypher statement (values of --param are JSON, else strings)."""
-    from lesionkg.queries import format_result, parse_param_options, run_cypher
+    from lesionkg.db.queries import format_result, parse_param_options, run_cypher
 
     values = {}
     for key, raw in parse_param_options(params).items():
@@ -1102,7 +1103,7 @@ def synth_group() -> None:
 )
 def synth_deeplesion(out_dir, patients, seed, first_patient, images, ssbr_volumes) -> None:
     """A synthetic cohort in DL_info.csv format, with metadata, ground-truth tracks and images."""
-    from lesionkg.loaders.synthetic import write_synthetic_dl_info
+    from lesionkg.synthetic.cohort import write_synthetic_dl_info
 
     cohort = write_synthetic_dl_info(
         out_dir,
@@ -1145,7 +1146,7 @@ def synth_deeplesion(out_dir, patients, seed, first_patient, images, ssbr_volume
 @click.pass_context
 def demo(ctx, data, out, images, patients, no_train) -> None:
     """Build a demo knowledge base (train, embed, load) and show what Cypher finds in it."""
-    from lesionkg.pipeline import build_demo
+    from lesionkg.demo import build_demo
 
     with _connect(ctx) as (driver, database):
         report = build_demo(

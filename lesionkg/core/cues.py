@@ -57,7 +57,7 @@ raises :class:`CueInputError` (a ``ValueError``) naming the lesion and the field
 of the record is read, so other missing fields (sex, age, ...) do not matter.
 
 Measured on the real DeepLesion validation split (4,889 labelled lesions, 703 patients), type
-precision@5 over lesions of other patients (:func:`lesionkg.evaluation.type_precision_at_k`):
+precision@5 over lesions of other patients (:func:`lesionkg.core.metrics.type_precision_at_k`):
 location only 0.751, location plus the lung-window flag 0.804, cues-v1 0.815. The z and size
 weights were also chosen afresh on half the patients and scored on the other half (five random
 halvings, both ways): 0.813 +- 0.012 against 0.751 for location only and 0.804 for location plus
@@ -75,8 +75,8 @@ from typing import Any
 
 import numpy as np
 
-from lesionkg.errors import LesionKGError
-from lesionkg.records import LesionRecord
+from lesionkg.core.errors import LesionKGError
+from lesionkg.core.records import LesionRecord
 
 __all__ = [
     "CUES_VERSION",

@@ -9,7 +9,7 @@ Layout::
 An entry is taken once it has not changed (size and modification time of every file in it) for
 one poll, so a file still being copied is left alone; names starting with ``.`` or ending with
 ``.part``/``.tmp`` are ignored, so an exporter that writes under such a name and renames is taken
-at the next poll. Each entry is imported with :class:`lesionkg.etl.Importer` (one transaction per
+at the next poll. Each entry is imported with :class:`lesionkg.etl.importer.Importer` (one transaction per
 file). When Neo4j stays unreachable through the retries, the entry stays in the inbox and is tried
 again at a later poll: it is not the entry's fault. Only one watcher may serve an inbox (a lock
 file, ``INBOX/.lesionkg-etl.lock``).
@@ -34,8 +34,8 @@ from pathlib import Path
 
 from neo4j import Driver
 
-from lesionkg.errors import ConfigurationError, DatabaseError, LesionKGError
-from lesionkg.etl import (
+from lesionkg.core.errors import ConfigurationError, DatabaseError, LesionKGError
+from lesionkg.etl.importer import (
     EtlOptions,
     EtlSummary,
     FileReport,

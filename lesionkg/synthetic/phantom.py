@@ -1,7 +1,7 @@
 """SYNTHETIC axial CT phantom: made-up bodies rendered in Hounsfield units, never real images.
 
 A pure-NumPy, vectorised, seeded renderer of axial CT slices for the synthetic DeepLesion cohort
-(:mod:`lesionkg.loaders.synthetic`). Nothing here comes from a real scan: the anatomy is a set of
+(:mod:`lesionkg.synthetic.cohort`). Nothing here comes from a real scan: the anatomy is a set of
 smooth implicit shapes (superellipses, ellipsoids, capsules) whose sizes and positions follow
 textbook proportions and the per-type lesion locations of the real ``DL_info_val.csv``.
 

@@ -1,8 +1,4 @@
-"""The thin database layer: turns records into parameter rows and writes them with UNWIND batches.
-
-The caller owns the driver; every function takes ``driver`` and ``database``. Nothing here parses
-files or decides what is valid: that is the loaders' job.
-"""
+"""Bulk writes of lesion records: parameter rows in UNWIND batches, several writers in parallel."""
 
 from __future__ import annotations
 
@@ -10,90 +6,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from neo4j import Driver, ManagedTransaction, RoutingControl
-from neo4j.exceptions import Neo4jError, ServiceUnavailable
+from neo4j import Driver, ManagedTransaction
+from neo4j.exceptions import Neo4jError
 
-from lesionkg.errors import DatabaseError
-from lesionkg.records import COARSE_TYPES, LesionRecord
-from lesionkg.settings import Settings
-from lesionkg.statements import schema_statements, statement
-
-NODE_LABELS = ("Patient", "Study", "Lesion")
-COUNTED_KINDS = (
-    *NODE_LABELS,
-    "LesionType",
-    "HAS_STUDY",
-    "HAS_LESION",
-    "OF_TYPE",
-    "FOLLOWED_BY",
-    "SIMILAR_TO",
-)
-
-
-def open_driver(settings: Settings) -> Driver:
-    """A driver for ``settings`` whose connectivity has been checked (the caller closes it)."""
-    from neo4j import GraphDatabase
-
-    # Notifications off: the library's own statements legitimately name labels and relationship
-    # types that an empty database does not have yet, and warnings about that are noise.
-    driver = GraphDatabase.driver(
-        settings.uri, auth=settings.auth, notifications_min_severity="OFF"
-    )
-    try:
-        driver.verify_connectivity()
-    except (ServiceUnavailable, Neo4jError, OSError, ValueError) as exc:
-        driver.close()
-        raise DatabaseError(f"cannot reach Neo4j at {settings.uri}: {exc}") from exc
-    return driver
-
-
-def run_statement(
-    driver: Driver, database: str, name: str, what: str, *, read: bool = False, **params: Any
-) -> list:
-    """Run the library statement ``cypher/store/NAME.cypher`` with ``params``; its records.
-
-    ``read`` runs it in READ access mode. A Neo4j failure raises :class:`DatabaseError` saying
-    ``"{what} failed: ..."``.
-    """
-    try:
-        records, _, _ = driver.execute_query(
-            statement(name),
-            parameters_=params,
-            database_=database,
-            routing_=RoutingControl.READ if read else RoutingControl.WRITE,
-        )
-    except Neo4jError as exc:
-        raise DatabaseError(f"{what} failed: {exc}") from exc
-    return records
-
-
-def apply_schema(driver: Driver, database: str) -> None:
-    """Create the constraints, indexes and LesionType nodes if they do not exist yet."""
-    try:
-        for text in schema_statements():
-            driver.execute_query(text, database_=database)
-        rows = [{"code": code, "name": name} for code, name in COARSE_TYPES.items()]
-        driver.execute_query(statement("lesion_types"), rows=rows, database_=database)
-    except Neo4jError as exc:
-        raise DatabaseError(f"applying the schema failed: {exc}") from exc
-
-
-def reset(driver: Driver, database: str) -> None:
-    """Delete every node and relationship of ``database`` (constraints and indexes stay)."""
-    with driver.session(database=database) as session:
-        # CALL ... IN TRANSACTIONS needs an implicit (auto-commit) transaction.
-        session.run(statement("reset")).consume()
-
-
-def counts(driver: Driver, database: str) -> dict[str, int]:
-    """Number of nodes per label and relationships per type that LesionKG writes."""
-    records, _, _ = driver.execute_query(
-        statement("count_nodes"), database_=database, routing_=RoutingControl.READ
-    )
-    # A label or type never written yet yields no row at all, so start every kind at zero.
-    found = dict.fromkeys(COUNTED_KINDS, 0)
-    found.update({r["kind"]: r["n"] for r in records})
-    return found
+from lesionkg.core.errors import DatabaseError
+from lesionkg.core.records import LesionRecord
+from lesionkg.db.schema import NODE_LABELS
+from lesionkg.db.statements import statement
 
 
 def lesion_props(

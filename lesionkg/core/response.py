@@ -17,7 +17,7 @@ measure, so the rules below keep the RECIST arithmetic and say where they depart
 - **Baseline** is the patient's first study (smallest ``study_index``) with measurements.
 - **Target lesions** are tracks measured at baseline, largest baseline long axis first (ties by
   track id), at most 5 in all and at most 2 per organ. The coarse lesion type stands in for the
-  organ (:mod:`lesionkg.cohort` passes the label, else the predicted type); lesions without a
+  organ (:mod:`lesionkg.graph.cohort` passes the label, else the predicted type); lesions without a
   type form one group of their own (so at most 2 of them). RECIST's measurability thresholds
   (10 mm, 15 mm short axis for nodes) are not applied: a bookmark is by definition a finding the
   radiologist chose to measure. Tracks measured at baseline that are not

@@ -18,7 +18,7 @@ each similarity space, from the persisted hnswlib index plus the file's own new 
 re-numbered study order and the re-matched tracks of every patient the file touches. So a
 bookmark is either fully in the graph (node, edges, track) or not at all, and killing the process
 at any point loses at most the file in flight, which the next run imports. Ids are keyed hashes
-of the source's own ids (:mod:`lesionkg.pseudonym`; DeepLesion rows keep their public ids), so a
+of the source's own ids (:mod:`lesionkg.core.pseudonym`; DeepLesion rows keep their public ids), so a
 re-imported file finds its lesions present and changes nothing (counted as duplicates).
 
 Pure steps (location, bounding box, study order) are functions of this module without a
@@ -42,25 +42,29 @@ from neo4j import Driver, ManagedTransaction
 from neo4j.exceptions import Neo4jError, ServiceUnavailable, SessionExpired, TransientError
 from tqdm import tqdm
 
-from lesionkg import cues
-from lesionkg.body import relative_xy
-from lesionkg.errors import (
+from lesionkg.config.secret import load_or_create_secret
+from lesionkg.core import cues
+from lesionkg.core.body import relative_xy
+from lesionkg.core.errors import (
     ConfigurationError,
     DatabaseError,
     InvalidInputError,
     ModelError,
     Problem,
 )
-from lesionkg.graph import apply_schema, lesion_props, run_statement
-from lesionkg.linking import SPACES, Space, default_index_dir, space_index
+from lesionkg.core.matching import MatchConfig, MatchLesion, Tracks, match_patient, reader_agreement
+from lesionkg.core.pseudonym import Pseudonymizer, PseudonymousBookmark
+from lesionkg.core.records import COARSE_TYPES, Bookmark, LesionRecord
+from lesionkg.core.similarity import MISSING, exact_knn, predict_types
+from lesionkg.db.driver import run_statement
+from lesionkg.db.schema import apply_schema
+from lesionkg.db.statements import statement
+from lesionkg.db.writes import lesion_props
+from lesionkg.graph.matching import read_match_lesions, track_rows
+from lesionkg.graph.similarity import SPACES, Space, default_index_dir, space_index
+from lesionkg.graph.vector_index import LesionIndex
 from lesionkg.loaders.ct import CTImage, CTIndex, index_ct_images, read_ct_header, read_hu
 from lesionkg.loaders.ct import neighbours as ct_neighbours
-from lesionkg.matching import MatchConfig, MatchLesion, Tracks, match_patient, reader_agreement
-from lesionkg.pseudonym import Pseudonymizer, PseudonymousBookmark
-from lesionkg.records import COARSE_TYPES, Bookmark, LesionRecord
-from lesionkg.similarity import MISSING, LesionIndex, exact_knn, predict_types
-from lesionkg.statements import statement
-from lesionkg.tracking import read_match_lesions, track_rows
 
 #: dataset label of PACS bookmarks (DeepLesion rows keep "DeepLesion"; generated data "synthetic")
 PACS_DATASET = "PACS"
@@ -478,7 +482,7 @@ def input_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _dataset_of(path: Path) -> str:
-    from lesionkg.pipeline import marks_synthetic
+    from lesionkg.etl.bulk import marks_synthetic
 
     return "synthetic" if marks_synthetic(path.parent / "SYNTHETIC.json") else PACS_DATASET
 
@@ -713,8 +717,8 @@ def _pacs_lesion(pb: PseudonymousBookmark, bookmark: Bookmark, kind: str, datase
 def _prepare_deeplesion(
     path: Path, records: Sequence[LesionRecord], options: EtlOptions, models: _Models
 ) -> _Prepared:
+    from lesionkg.etl.bulk import dataset_of
     from lesionkg.loaders.images import find_key_slice
-    from lesionkg.pipeline import dataset_of
 
     dataset = dataset_of(path)
     prepared = _Prepared("deeplesion", dataset, [], False, {}, {})
@@ -799,7 +803,7 @@ class Importer:
         self.options = options or EtlOptions()
         if self.options.k < 1:
             raise ConfigurationError(f"k must be at least 1, got {self.options.k}")
-        self.pseudonymizer = Pseudonymizer.from_secret_file(self.options.secret_path)
+        self.pseudonymizer = Pseudonymizer(load_or_create_secret(self.options.secret_path))
         self.models = _Models(self.options)
         self.retries = 0
         #: what the bookmarks written so far gave

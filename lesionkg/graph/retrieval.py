@@ -1,13 +1,13 @@
 """Retrieval quality of an embedding space in the graph, beside metadata baselines of the same run.
 
 For every lesion with a vector in the space: type precision@k (coarse type, other patients only;
-see :mod:`lesionkg.evaluation`), LesaNet label precision@k when a labels file is given, and the
+see :mod:`lesionkg.core.metrics`), LesaNet label precision@k when a labels file is given, and the
 accuracy of a kNN type vote (the one ``link`` uses for ``predicted_type``), each also for the
 baselines computed here from the same lesions:
 
 - ``location``: DeepLesion's normalised x, y, z;
 - ``location+lung-window``: the same plus 1 where the radiologist's display window is a lung
-  window (its level at or below :data:`lesionkg.cues.LUNG_WINDOW_MAX_LEVEL_HU`), so lung-window
+  window (its level at or below :data:`lesionkg.core.cues.LUNG_WINDOW_MAX_LEVEL_HU`), so lung-window
   lesions neighbour each other first.
 """
 
@@ -20,17 +20,17 @@ from pathlib import Path
 import numpy as np
 from neo4j import Driver
 
-from lesionkg.cues import LUNG_WINDOW_MAX_LEVEL_HU
-from lesionkg.errors import QueryError
-from lesionkg.evaluation import (
+from lesionkg.core.cues import LUNG_WINDOW_MAX_LEVEL_HU
+from lesionkg.core.errors import QueryError
+from lesionkg.core.metrics import (
     UNLABELLED,
     label_precision_at_k,
     nearest_other_patients,
     type_precision_at_k,
 )
-from lesionkg.graph import run_statement
+from lesionkg.core.similarity import MISSING, predict_types
+from lesionkg.db.driver import run_statement
 from lesionkg.loaders.pairs import read_lesanet_labels
-from lesionkg.similarity import MISSING, predict_types
 
 #: type precision@5 the issue asks of the cues space on the validation split
 TARGET_TYPE_PRECISION = 0.82

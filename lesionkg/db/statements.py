@@ -23,7 +23,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from lesionkg.errors import QueryError
+from lesionkg.core.errors import QueryError
 
 _PARAM = re.compile(r"^//\s*@param\s+(\w+)\s+([A-Z<>]+)(?:\s*=\s*(\S+))?\s*(.*)$")
 _TYPES = ("STRING", "INTEGER", "FLOAT", "BOOLEAN", "LIST<FLOAT>", "LIST<STRING>", "LIST<INTEGER>")

@@ -2,8 +2,8 @@
 
 ``link_graph`` reads the vectors of a space from the graph (``triplet``: ``Lesion.embedding``
 written by ``lesionkg embed``; ``cues``: computed here from each lesion's metadata by
-:mod:`lesionkg.cues` and written as ``Lesion.cues``), updates that space's persisted HNSW index
-(:class:`lesionkg.similarity.LesionIndex`, ``INDEX_DIR/SPACE.bin`` + ``.json``), tunes its ``ef``
+:mod:`lesionkg.core.cues` and written as ``Lesion.cues``), updates that space's persisted HNSW index
+(:class:`lesionkg.graph.vector_index.LesionIndex`, ``INDEX_DIR/SPACE.bin`` + ``.json``), tunes its ``ef``
 to recall@10 >= 0.99 against exact search, and replaces the space's
 ``(:Lesion)-[:SIMILAR_TO {space, distance, rank, producer}]->(:Lesion)`` edges. Lesions without a
 given type get ``predicted_type`` and ``predicted_type_confidence`` from a vote of their
@@ -21,10 +21,12 @@ import numpy as np
 from neo4j import Driver
 from tqdm import tqdm
 
-from lesionkg import cues
-from lesionkg.errors import ConfigurationError, QueryError
-from lesionkg.graph import apply_schema, run_statement
-from lesionkg.similarity import MISSING, LesionIndex, knn_edges, neighbours, predict_types
+from lesionkg.core import cues
+from lesionkg.core.errors import ConfigurationError, QueryError
+from lesionkg.core.similarity import MISSING, knn_edges, neighbours, predict_types
+from lesionkg.db.driver import run_statement
+from lesionkg.db.schema import apply_schema
+from lesionkg.graph.vector_index import LesionIndex
 
 WRITE_BATCH = 1000
 TUNE_QUERIES = 1000
@@ -75,7 +77,7 @@ class LinkSummary:
 
 def write_cues(driver: Driver, database: str = "neo4j", *, progress: bool = False) -> int:
     """Compute the cue vector of every lesion that has a location and a window (see
-    :func:`lesionkg.cues.cueable`) and store it as ``Lesion.cues``; returns how many."""
+    :func:`lesionkg.core.cues.cueable`) and store it as ``Lesion.cues``; returns how many."""
     rows = [
         cues.with_short_axis(dict(r))
         for r in run_statement(driver, database, "cue_inputs", "reading lesions", read=True)
@@ -110,7 +112,7 @@ def write_cues(driver: Driver, database: str = "neo4j", *, progress: bool = Fals
 def default_index_dir(database: str) -> Path:
     """``$LESIONKG_HOME/index/DATABASE``. An index that does not fit the graph it is used with
     (other lesions, another producer) is rebuilt, so sharing the folder is safe, only slower."""
-    from lesionkg.settings import default_data_dir
+    from lesionkg.config.paths import default_data_dir
 
     return default_data_dir().parent / "index" / database
 

@@ -1,4 +1,4 @@
-"""Lesion tracks in the graph: run :mod:`lesionkg.matching` on the stored lesions, write the tracks,
+"""Lesion tracks in the graph: run :mod:`lesionkg.core.matching` on the stored lesions, write the tracks,
 and score them against same-lesion pairs.
 
 Writes ``track_id`` on every lesion (singletons too) and ``(:Lesion)-[:FOLLOWED_BY {score,
@@ -27,16 +27,8 @@ import networkx as nx
 from neo4j import Driver, ManagedTransaction, Transaction
 from tqdm import tqdm
 
-from lesionkg.errors import QueryError
-from lesionkg.evaluation import (
-    MatchingScores,
-    PairLesion,
-    resolve_pair_lesion,
-    score_matching,
-)
-from lesionkg.graph import apply_schema, run_statement
-from lesionkg.loaders.pairs import read_same_lesion_pairs
-from lesionkg.matching import (
+from lesionkg.core.errors import QueryError
+from lesionkg.core.matching import (
     BASELINE,
     BY_READER,
     MatchConfig,
@@ -46,7 +38,11 @@ from lesionkg.matching import (
     match_patient,
     reader_agreement,
 )
-from lesionkg.statements import statement
+from lesionkg.core.metrics import MatchingScores, PairLesion, resolve_pair_lesion, score_matching
+from lesionkg.db.driver import run_statement
+from lesionkg.db.schema import apply_schema
+from lesionkg.db.statements import statement
+from lesionkg.loaders.pairs import read_same_lesion_pairs
 
 PATIENTS_PER_BATCH = 200
 
@@ -58,7 +54,7 @@ class MatchSummary:
     ``reader_links``: FOLLOWED_BY edges ``by`` "reader" (two lesions of one tracking UID);
     ``reader_conflicts``: reader links refused (one UID twice in one volume);
     ``reader_agreement``: ``pairs``, ``agree``, ``disagree`` of
-    :func:`lesionkg.matching.reader_agreement`, summed over the patients.
+    :func:`lesionkg.core.matching.reader_agreement`, summed over the patients.
     """
 
     patients: int = 0
@@ -224,7 +220,7 @@ class MatchingReport:
     #: with each other (two lesions of one volume in a component) cap what any tracking can score
     ground_truth_components: MatchingScores
     targets: dict = field(default_factory=lambda: {"recall": 0.98, "precision": 0.99})
-    #: :func:`lesionkg.matching.reader_agreement` over every patient of the graph (its default
+    #: :func:`lesionkg.core.matching.reader_agreement` over every patient of the graph (its default
     #: config): how often matching without reader links agrees with the readers' tracking UIDs
     reader_agreement: ReaderAgreement = field(default_factory=ReaderAgreement)
 
@@ -248,7 +244,7 @@ def evaluate_matching(
 ) -> MatchingReport:
     """Score the graph's tracks on a same-lesion pairs CSV, beside the baseline of the same run.
 
-    The baseline (:data:`lesionkg.matching.BASELINE`) is computed here from the same lesions,
+    The baseline (:data:`lesionkg.core.matching.BASELINE`) is computed here from the same lesions,
     reader links included, as the stored tracks had them. Pairs whose key slice is not in the graph
     are listed in ``unresolved``, never dropped silently. ``reader_agreement`` covers every patient
     with tracking UIDs (none in DeepLesion), whether the pairs name it or not.

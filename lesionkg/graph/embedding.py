@@ -21,13 +21,14 @@ from neo4j import Driver
 from neo4j.exceptions import Neo4jError
 from tqdm import tqdm
 
-from lesionkg.errors import DatabaseError
-from lesionkg.graph import apply_schema, run_statement
+from lesionkg.core.errors import DatabaseError
+from lesionkg.db.driver import run_statement
+from lesionkg.db.schema import apply_schema
+from lesionkg.db.statements import statement
 from lesionkg.loaders.images import find_key_slice
 from lesionkg.model.embedder import Embedder
 from lesionkg.model.network import EMBEDDING_DIM
 from lesionkg.model.transforms import LesionImage
-from lesionkg.statements import statement
 
 SPACE = "triplet"
 WRITE_BATCH = 500

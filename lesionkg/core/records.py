@@ -121,7 +121,7 @@ class Bookmark:
 
     Every reader (DICOM SR TID 1500, JSON Lines, DeepLesion rows) yields these. Identifiers are
     the source's own (``patient_key``: DICOM PatientID or the export's patient id; ``study_key``:
-    StudyInstanceUID or the export's study id); :mod:`lesionkg.pseudonym` turns them into keyed
+    StudyInstanceUID or the export's study id); :mod:`lesionkg.core.pseudonym` turns them into keyed
     hashes before anything reaches the graph. No names, birth dates, accession numbers or free
     text are carried. Axis endpoints are pixels of the referenced image (x right, y down, 0-based
     image coordinates as DICOM SCOORD gives them); lengths are millimetres.

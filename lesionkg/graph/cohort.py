@@ -3,7 +3,7 @@
 The caller owns the driver; every function reads in READ access mode and takes ``database``. The
 Cypher lives in the library: the named queries ``similar_lesions``, ``similar_patients`` and
 ``patient_tracks`` (also ``lesionkg query NAME``) and the store statement ``track_measurements``.
-An unknown lesion or patient raises :class:`~lesionkg.errors.QueryError` naming it; a known one
+An unknown lesion or patient raises :class:`~lesionkg.core.errors.QueryError` naming it; a known one
 with nothing to show gives an empty list.
 
 What the graph must hold: ``Lesion.track_id`` (tracks, responses), ``SIMILAR_TO {space, rank}``
@@ -17,11 +17,11 @@ from typing import Any
 
 from neo4j import Driver
 
-from lesionkg.errors import QueryError
-from lesionkg.queries import run_cypher
-from lesionkg.records import COARSE_TYPES
-from lesionkg.response import ResponseReport, TrackMeasurement, assess_response
-from lesionkg.statements import query, statement
+from lesionkg.core.errors import QueryError
+from lesionkg.core.records import COARSE_TYPES
+from lesionkg.core.response import ResponseReport, TrackMeasurement, assess_response
+from lesionkg.db.queries import run_cypher
+from lesionkg.db.statements import query, statement
 
 #: embedding space -> the Lesion property holding its vectors
 SPACES: dict[str, str] = {"cues": "cues", "triplet": "embedding"}
@@ -180,7 +180,7 @@ def patient_tracks(driver: Driver, patient_id: str, *, database: str = "neo4j") 
 
 
 def patient_response(driver: Driver, patient_id: str, *, database: str = "neo4j") -> ResponseReport:
-    """The RECIST 1.1-style response of each follow-up study (see :mod:`lesionkg.response`).
+    """The RECIST 1.1-style response of each follow-up study (see :mod:`lesionkg.core.response`).
 
     Raises :class:`QueryError` for an unknown patient; a patient without tracked lesions gets a
     report with no baseline and no studies.

@@ -13,22 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lesionkg.errors import ConfigurationError
+from lesionkg.config.paths import default_data_dir
+from lesionkg.core.errors import ConfigurationError
 
 DEFAULT_DATABASE = "neo4j"
 DEFAULT_PORT = 7687
-
-
-def default_data_dir() -> Path:
-    """Where the local server keeps its files: ``$LESIONKG_HOME/neo4j`` or ``~/.lesionkg/neo4j``."""
-    home = os.environ.get("LESIONKG_HOME")
-    return (Path(home) if home else Path.home() / ".lesionkg") / "neo4j"
-
-
-def cache_dir() -> Path:
-    """Where the Neo4j jars fetched from Maven Central are cached, shared by every instance."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lesionkg"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +51,7 @@ def resolve_settings(
     database = database or env.get("NEO4J_DATABASE") or DEFAULT_DATABASE
     if uri is None:
         # Imported here because the server module pulls in process management the rest never needs.
-        from lesionkg.server import read_instance
+        from lesionkg.config.instance import read_instance
 
         instance = read_instance(data_dir or default_data_dir())
         if instance is None:
