@@ -117,7 +117,7 @@ def _graph_lines(
             f"{scores.baseline.recall:.3f} / {scores.baseline.precision:.3f}"
         )
     picked, _, _ = driver.execute_query(
-        statement("demo_tracked_patient"), first_patient=first_patient, database_=database
+        statement("demo/tracked_patient"), first_patient=first_patient, database_=database
     )
     if not picked:
         return lines
@@ -215,7 +215,7 @@ def build_demo(
         )
         data, images = cohort.csv_path, out
         driver.execute_query(
-            statement("delete_demo_cohort"),
+            statement("demo/delete_demo_cohort"),
             first_patient=f"{DEMO_FIRST_PATIENT:06d}",
             database_=database,
         )
@@ -267,7 +267,7 @@ def build_demo(
             (f"Timeline of patient {patient}", "patient_timeline", {"patient_id": patient})
         )
     if images is not None and train:
-        picked, _, _ = driver.execute_query(statement("demo_query_lesion"), database_=database)
+        picked, _, _ = driver.execute_query(statement("demo/query_lesion"), database_=database)
         if picked:
             lesion = picked[0]["lesion_id"]
             queries.append(

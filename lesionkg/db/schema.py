@@ -28,7 +28,7 @@ def apply_schema(driver: Driver, database: str) -> None:
         for text in schema_statements():
             driver.execute_query(text, database_=database)
         rows = [{"code": code, "name": name} for code, name in COARSE_TYPES.items()]
-        driver.execute_query(statement("lesion_types"), rows=rows, database_=database)
+        driver.execute_query(statement("db/lesion_types"), rows=rows, database_=database)
     except Neo4jError as exc:
         raise DatabaseError(f"applying the schema failed: {exc}") from exc
 
@@ -37,13 +37,13 @@ def reset(driver: Driver, database: str) -> None:
     """Delete every node and relationship of ``database`` (constraints and indexes stay)."""
     with driver.session(database=database) as session:
         # CALL ... IN TRANSACTIONS needs an implicit (auto-commit) transaction.
-        session.run(statement("reset")).consume()
+        session.run(statement("db/reset")).consume()
 
 
 def counts(driver: Driver, database: str) -> dict[str, int]:
     """Number of nodes per label and relationships per type that LesionKG writes."""
     records, _, _ = driver.execute_query(
-        statement("count_nodes"), database_=database, routing_=RoutingControl.READ
+        statement("db/count_nodes"), database_=database, routing_=RoutingControl.READ
     )
     # A label or type never written yet yields no row at all, so start every kind at zero.
     found = dict.fromkeys(COUNTED_KINDS, 0)

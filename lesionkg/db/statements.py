@@ -58,7 +58,10 @@ def _root():
 
 @cache
 def statement(name: str) -> str:
-    """The text of ``cypher/store/NAME.cypher`` (one statement)."""
+    """The text of ``cypher/store/LAYER/NAME.cypher`` (one statement), named ``"LAYER/NAME"``.
+
+    The store is grouped by the layer whose code runs the statement (``db``, ``graph``, ``etl``,
+    ``demo``), so a statement's folder says who owns it."""
     path = _root() / "store" / f"{name}.cypher"
     if not path.is_file():
         raise QueryError(f"no statement file store/{name}.cypher in the Cypher library")

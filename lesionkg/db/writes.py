@@ -66,9 +66,9 @@ def _write_batch(
 ) -> WriteCounts:
     out = WriteCounts()
     for label, name, rows in (
-        ("Patient", "upsert_patients", patients),
-        ("Study", "upsert_studies", studies),
-        ("Lesion", "upsert_lesions", lesions),
+        ("Patient", "db/upsert_patients", patients),
+        ("Study", "db/upsert_studies", studies),
+        ("Lesion", "db/upsert_lesions", lesions),
     ):
         summary = tx.run(statement(name), rows=rows).consume()
         out.created[label] += summary.counters.nodes_created

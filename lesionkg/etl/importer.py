@@ -824,7 +824,7 @@ class Importer:
     def _setup(self) -> None:
         apply_schema(self.driver, self.database)
         found = run_statement(
-            self.driver, self.database, "etl_pseudonym_key", "reading the key id", read=True
+            self.driver, self.database, "etl/pseudonym_key", "reading the key id", read=True
         )
         key_id = self.pseudonymizer.key_id
         if found and found[0]["key_id"] != key_id:
@@ -844,7 +844,7 @@ class Importer:
             rows = run_statement(
                 self.driver,
                 self.database,
-                "space_vectors",
+                "graph/space_vectors",
                 "reading vectors",
                 read=True,
                 space=name,
@@ -1060,7 +1060,7 @@ class Importer:
         found = run_statement(
             self.driver,
             self.database,
-            "etl_existing_lesions",
+            "etl/existing_lesions",
             "finding duplicates",
             read=True,
             lesion_ids=ids,
@@ -1097,30 +1097,32 @@ class Importer:
 
         def work(tx: ManagedTransaction) -> None:
             if key_id is not None:
-                tx.run(statement("etl_record_key"), key_id=key_id).consume()
-            tx.run(statement("upsert_patients"), rows=patient_rows).consume()
+                tx.run(statement("etl/record_key"), key_id=key_id).consume()
+            tx.run(statement("db/upsert_patients"), rows=patient_rows).consume()
             tx.run(
-                statement("etl_upsert_studies" if prepared.ordered_by_time else "upsert_studies"),
+                statement(
+                    "etl/upsert_studies" if prepared.ordered_by_time else "db/upsert_studies"
+                ),
                 rows=studies["new"],
             ).consume()
-            tx.run(statement("upsert_lesions"), rows=lesion_rows).consume()
+            tx.run(statement("db/upsert_lesions"), rows=lesion_rows).consume()
             if studies["renumbered"]:
-                tx.run(statement("etl_study_order"), rows=studies["renumbered"]).consume()
+                tx.run(statement("etl/study_order"), rows=studies["renumbered"]).consume()
             for space, (sources, rows) in similar.items():
                 tx.run(
-                    statement("write_similar"),
+                    statement("graph/write_similar"),
                     sources=sources,
                     rows=rows,
                     space=space,
                     producer=self.spaces[space].producer,
                 ).consume()
             for space, rows in votes.items():
-                tx.run(statement("set_predicted_types"), rows=rows, space=space).consume()
+                tx.run(statement("graph/set_predicted_types"), rows=rows, space=space).consume()
             # Matching reads the patients back in this transaction: their new lesions and the
             # re-numbered studies are what it must see, exactly as `lesionkg match` would.
             stored = read_match_lesions(tx, self.database, patients)
             tracks = {pid: match_patient(stored[pid], self.options.matching) for pid in patients}
-            tx.run(statement("write_tracks"), patients=track_rows(tracks)).consume()
+            tx.run(statement("graph/write_tracks"), patients=track_rows(tracks)).consume()
             return stored, tracks
 
         try:
@@ -1152,7 +1154,7 @@ class Importer:
         existing = run_statement(
             self.driver,
             self.database,
-            "etl_patient_studies",
+            "etl/patient_studies",
             "reading the patients' studies",
             read=True,
             patient_ids=list(patients),

@@ -65,7 +65,7 @@ def _type_filter(coarse_type: int | str | None) -> str:
 def _patient_measurements(driver: Driver, patient_id: str, database: str) -> list[TrackMeasurement]:
     """The patient's tracked measurements; :class:`QueryError` when the patient is unknown."""
     rows = run_cypher(
-        driver, database, statement("track_measurements"), {"patient_id": patient_id}
+        driver, database, statement("graph/track_measurements"), {"patient_id": patient_id}
     ).as_dicts()
     if not rows:
         raise QueryError(f"no patient {patient_id!r} in the graph")

@@ -82,7 +82,7 @@ def read_embeddings(
     rows = run_statement(
         driver,
         database,
-        "embedded_lesions",
+        "graph/embedded_lesions",
         "reading embeddings",
         read=True,
         space=SPACE,
@@ -141,7 +141,7 @@ def embed_graph(
     started = time.perf_counter()
     embedder = Embedder.load(model_dir, device=device)
     summary = EmbedSummary(model_sha256=embedder.sha256)
-    rows = run_statement(driver, database, "lesions_to_embed", "reading lesions", read=True)
+    rows = run_statement(driver, database, "graph/lesions_to_embed", "reading lesions", read=True)
     summary.lesions = len(rows)
     todo: list[LesionImage] = []
     for record in rows:
@@ -162,7 +162,7 @@ def embed_graph(
     ids = [lesion.lesion_id for lesion in todo]
     if todo:
         apply_schema(driver, database)
-        write = statement("set_embeddings")
+        write = statement("graph/set_embeddings")
         for start in range(0, len(todo), WRITE_BATCH):
             batch = [
                 {"lesion_id": i, "embedding": v.tolist()}
@@ -186,7 +186,7 @@ def embed_graph(
     records = run_statement(
         driver,
         database,
-        "clear_stale_embeddings",
+        "graph/clear_stale_embeddings",
         "clearing embeddings of older models",
         space=SPACE,
         model_sha256=embedder.sha256,

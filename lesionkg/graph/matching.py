@@ -11,7 +11,7 @@ halves of :func:`match_graph` directly::
 
     by_patient = read_match_lesions(tx, database, patient_ids)
     tracks = {pid: match_patient(lesions) for pid, lesions in by_patient.items()}
-    tx.run(statement("write_tracks"), patients=track_rows(tracks))
+    tx.run(statement("graph/write_tracks"), patients=track_rows(tracks))
 """
 
 from __future__ import annotations
@@ -111,13 +111,13 @@ def read_match_lesions(
         rows = run_statement(
             driver,
             database,
-            "match_lesions",
+            "graph/match_lesions",
             "reading lesions for matching",
             read=True,
             patient_ids=ids,
         )
     else:
-        rows = list(driver.run(statement("match_lesions"), patient_ids=ids))
+        rows = list(driver.run(statement("graph/match_lesions"), patient_ids=ids))
     out: dict[str, list[MatchLesion]] = defaultdict(list)
     for r in rows:
         out[r["patient_id"]].append(_match_lesion(r))
@@ -127,7 +127,7 @@ def read_match_lesions(
 def track_rows(tracks_by_patient: Mapping[str, Tracks]) -> list[dict]:
     """The ``$patients`` parameter of ``write_tracks.cypher`` for these patients' tracks.
 
-    ``tx.run(statement("write_tracks"), patients=track_rows(tracks))`` replaces their tracks.
+    ``tx.run(statement("graph/write_tracks"), patients=track_rows(tracks))`` replaces their tracks.
     """
     return [
         {
@@ -175,7 +175,7 @@ def match_graph(
         run_statement(
             driver,
             database,
-            "write_tracks",
+            "graph/write_tracks",
             f"writing the tracks of {len(batch)} patients",
             patients=track_rows(batch),
         )
@@ -250,7 +250,7 @@ def evaluate_matching(
     with tracking UIDs (none in DeepLesion), whether the pairs name it or not.
     """
     pairs = read_same_lesion_pairs(pairs_path)
-    rows = run_statement(driver, database, "tracked_lesions", "reading lesions", read=True)
+    rows = run_statement(driver, database, "graph/tracked_lesions", "reading lesions", read=True)
     untracked = [r["lesion_id"] for r in rows if r["track_id"] is None]
     if untracked:
         raise QueryError(

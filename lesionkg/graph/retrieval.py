@@ -100,7 +100,7 @@ def evaluate_retrieval(
 ) -> RetrievalReport:
     """Score the stored vectors of ``space`` and the baselines on the same lesions."""
     rows = run_statement(
-        driver, database, "space_vectors", "reading vectors", read=True, space=space
+        driver, database, "graph/space_vectors", "reading vectors", read=True, space=space
     )
     if not rows:
         hint = "`lesionkg link --space cues`" if space == "cues" else "`lesionkg embed`"

@@ -80,7 +80,7 @@ def write_cues(driver: Driver, database: str = "neo4j", *, progress: bool = Fals
     :func:`lesionkg.core.cues.cueable`) and store it as ``Lesion.cues``; returns how many."""
     rows = [
         cues.with_short_axis(dict(r))
-        for r in run_statement(driver, database, "cue_inputs", "reading lesions", read=True)
+        for r in run_statement(driver, database, "graph/cue_inputs", "reading lesions", read=True)
     ]
     rows = [r for r in rows if cues.cueable(r)]
     if not rows:
@@ -99,7 +99,7 @@ def write_cues(driver: Driver, database: str = "neo4j", *, progress: bool = Fals
         run_statement(
             driver,
             database,
-            "set_cues",
+            "graph/set_cues",
             "writing cue vectors",
             rows=batch,
             version=cues.CUES_VERSION,
@@ -197,7 +197,7 @@ def link_graph(
     if space == "cues":
         write_cues(driver, database, progress=progress)
     rows = run_statement(
-        driver, database, "space_vectors", "reading vectors", read=True, space=space
+        driver, database, "graph/space_vectors", "reading vectors", read=True, space=space
     )
     if not rows:
         hint = "run `lesionkg embed` first" if space == "triplet" else "load lesions first"
@@ -251,7 +251,7 @@ def link_graph(
         run_statement(
             driver,
             database,
-            "write_similar",
+            "graph/write_similar",
             "writing SIMILAR_TO edges",
             sources=batch,
             rows=[row for s in batch for row in by_source.get(s, [])],
@@ -265,7 +265,7 @@ def link_graph(
     removed = run_statement(
         driver,
         database,
-        "clear_stale_similar",
+        "graph/clear_stale_similar",
         "removing stale edges",
         space=space,
         producer=producer,
@@ -294,7 +294,7 @@ def link_graph(
             run_statement(
                 driver,
                 database,
-                "set_predicted_types",
+                "graph/set_predicted_types",
                 "writing predicted types",
                 rows=vote_rows[start : start + WRITE_BATCH],
                 space=space,
@@ -305,7 +305,7 @@ def link_graph(
     run_statement(
         driver,
         database,
-        "record_space",
+        "graph/record_space",
         "recording the embedding space",
         space=space,
         props={

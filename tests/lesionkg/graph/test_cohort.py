@@ -11,10 +11,10 @@ import itertools
 
 import pytest
 
-from lesionkg.graph import cohort
 from lesionkg.core.errors import QueryError
 from lesionkg.core.records import COARSE_TYPES
 from lesionkg.db.queries import run_named
+from lesionkg.graph import cohort
 
 pytestmark = pytest.mark.neo4j
 DB = "neo4j"

@@ -14,7 +14,7 @@ import yaml
 from lesionkg.core.errors import ServerError
 from lesionkg.db import server
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.neo4j

@@ -21,7 +21,7 @@ from lesionkg.synthetic.cohort import (
     write_synthetic_dl_info,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 REAL_VAL_CSV = REPO.parent / "shared" / "data" / "deeplesion" / "dl_info" / "DL_info_val.csv"
 FILE_NAME = re.compile(r"^(\d{6})_(\d{2})_(\d{2})_(\d{3})\.png$")
 LIST_CELLS = {

@@ -311,7 +311,7 @@ def test_an_etl_matches_inside_its_own_write_transaction(pacs_graph):
         by_patient = read_match_lesions(tx, DATABASE, ["PX-B"])
         assert len(by_patient["PX-B"]) == 4  # sees its own uncommitted lesion
         tracks = {pid: match_patient(lesions) for pid, lesions in by_patient.items()}
-        tx.run(statement("write_tracks"), patients=track_rows(tracks))
+        tx.run(statement("graph/write_tracks"), patients=track_rows(tracks))
 
     with pacs_graph.session(database=DATABASE) as session:
         session.execute_write(load_and_match)

@@ -39,7 +39,7 @@ def test_split_statements_drops_comments_and_blank_parts():
 
 
 def test_store_statements_take_parameters_not_formatted_values():
-    for name in ("upsert_patients", "upsert_studies", "upsert_lesions", "lesion_types"):
+    for name in ("db/upsert_patients", "db/upsert_studies", "db/upsert_lesions", "db/lesion_types"):
         text = statement(name)
         assert "UNWIND $rows AS row" in text
         assert "{}" not in text and "%s" not in text
