@@ -7,9 +7,13 @@ BIN    := $(VENV)/bin
 # The local Neo4j lives in $LESIONKG_HOME/neo4j (default ~/.lesionkg/neo4j), the same place the
 # lesionkg command looks for it when run by hand after `make demo`.
 
-.PHONY: setup demo test test-fast lint bench bench-model bench-graph bench-etl neo4j-start neo4j-stop clean
+.PHONY: setup system-packages typecheck architecture demo test test-fast lint bench bench-model bench-graph bench-etl neo4j-start neo4j-stop clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed system-packages
+
+# Java, Orthanc (+ DICOMweb) and Chromium from Debian, where missing (.ci/system-packages).
+system-packages:
+	bash .ci/system-packages
 
 # --system-site-packages: torch is several GB; a machine that has it already installs it once.
 $(VENV)/.installed: pyproject.toml
@@ -33,9 +37,19 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not neo4j and not slow"
 
+# ruff (style, complexity cap, neo4j only in lesionkg/db), mypy over the whole package, and the
+# layers and import cycles of the house.
 lint: setup
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
+	bash .ci/typecheck
+	bash .ci/architecture
+
+typecheck: setup
+	bash .ci/typecheck
+
+architecture: setup
+	bash .ci/architecture
 
 bench: setup
 	$(BIN)/python bench/load_deeplesion.py

@@ -1,4 +1,5 @@
-"""The pseudonymisation secret: a key file of random bytes, created atomically with mode 0600 and refused when others can read it (see :mod:`lesionkg.core.pseudonym` for what it keys)."""
+"""The pseudonymisation secret: a key file of random bytes, created atomically with mode 0600
+and refused when others can read it (:mod:`lesionkg.core.pseudonym` says what it keys)."""
 
 from __future__ import annotations
 

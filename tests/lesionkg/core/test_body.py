@@ -1,4 +1,5 @@
-"""The body outline and in-plane locations (``lesionkg.core.body``), on real DeepLesion key slices."""
+"""The body outline and in-plane locations (``lesionkg.core.body``), on real DeepLesion key
+slices."""
 
 from __future__ import annotations
 
