@@ -37,8 +37,8 @@ from machine import describe
 
 from lesionkg.model.checkpoint import save_checkpoint
 from lesionkg.model.embedder import KIND, Embedder
+from lesionkg.model.losses import sequential_triplet_loss
 from lesionkg.model.network import LesionEmbedder, NetworkConfig
-from lesionkg.model.sampling import sequential_triplet_loss
 from lesionkg.model.training import TrainConfig
 from lesionkg.model.transforms import CropSpec, InputConfig, LesionImage
 

@@ -45,7 +45,8 @@ from lesionkg.db.schema import reset
 from lesionkg.etl.importer import EtlOptions, run_etl
 from lesionkg.etl.inbox import watch_inbox
 from lesionkg.loaders.jsonl import read_jsonl_bookmarks
-from lesionkg.synthetic.cohort import write_synthetic_bookmarks, write_synthetic_dl_info
+from lesionkg.synthetic.bookmarks import write_synthetic_bookmarks
+from lesionkg.synthetic.cohort import write_synthetic_dl_info
 
 #: bookmarks per patient of the generator, measured: 10,058 for 1,370 patients (seed 0)
 BOOKMARKS_PER_PATIENT = 7.34

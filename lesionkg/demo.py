@@ -1,22 +1,33 @@
-"""The demo knowledge base: a SYNTHETIC cohort loaded, embedded, linked, tracked and queried end to end (``lesionkg demo``). It sits above every layer: it drives the synthetic generators, the ETL, the model and the graph operations."""
+"""The demo knowledge base: a SYNTHETIC cohort loaded, embedded, linked, tracked and queried end
+to end (``lesionkg demo``). It sits above every layer: it drives the synthetic generators, the
+ETL, the model and the graph operations."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from neo4j import Driver
-
 from lesionkg.core.errors import ModelError
-from lesionkg.db.statements import statement
+from lesionkg.db.driver import Driver, run_statement
 from lesionkg.etl.bulk import load_deeplesion
 
 #: Demo patients are numbered from here so they never collide with real DeepLesion patient ids
 #: (DeepLesion has 4,427 patients, numbered from 1).
 DEMO_FIRST_PATIENT = 900001
 
-#: The demo's small model: 32-pixel crops (1 and 3 mm/pixel) and 8 sequences per step keep
-#: training to a couple of minutes on two CPU cores (see README, "The triplet network").
-DEMO_TRAINING = {"steps": 40, "sequences_per_batch": 8, "crop_px": 32, "spacings_mm": (1.0, 3.0)}
+
+@dataclass(frozen=True, slots=True)
+class DemoTraining:
+    """The demo's small model: 32-pixel crops (1 and 3 mm/pixel) and 8 sequences per step keep
+    training to a couple of minutes on two CPU cores (see README, "The triplet network")."""
+
+    steps: int = 40
+    sequences_per_batch: int = 8
+    crop_px: int = 32
+    spacings_mm: tuple[float, ...] = (1.0, 3.0)
+
+
+DEMO_TRAINING = DemoTraining()
 
 
 def _demo_model(
@@ -26,16 +37,16 @@ def _demo_model(
     from lesionkg.model.training import TrainConfig, train_from_csv
     from lesionkg.model.transforms import CropSpec, InputConfig
 
-    size = DEMO_TRAINING["crop_px"]
+    size = DEMO_TRAINING.crop_px
     config = TrainConfig(
         seed=seed,
-        steps=DEMO_TRAINING["steps"],
-        sequences_per_batch=DEMO_TRAINING["sequences_per_batch"],
+        steps=DEMO_TRAINING.steps,
+        sequences_per_batch=DEMO_TRAINING.sequences_per_batch,
         checkpoint_every=10,
         input=InputConfig(
             tuple(
                 CropSpec(size, mm, "box" if i == 0 else "crop")
-                for i, mm in enumerate(DEMO_TRAINING["spacings_mm"])
+                for i, mm in enumerate(DEMO_TRAINING.spacings_mm)
             )
         ),
     )
@@ -116,8 +127,13 @@ def _graph_lines(
             f"precision {scores.ours.precision:.3f}; the Hungarian location baseline "
             f"{scores.baseline.recall:.3f} / {scores.baseline.precision:.3f}"
         )
-    picked, _, _ = driver.execute_query(
-        statement("demo/tracked_patient"), first_patient=first_patient, database_=database
+    picked = run_statement(
+        driver,
+        database,
+        "demo/tracked_patient",
+        "picking a tracked patient",
+        read=True,
+        first_patient=first_patient,
     )
     if not picked:
         return lines
@@ -152,7 +168,7 @@ def _etl_lines(
     """Import a small SYNTHETIC PACS export (JSON Lines with key slices and tracking UIDs) with
     ``etl``, embedding the new lesions with the demo's ``model`` when there is one."""
     from lesionkg.etl.importer import EtlOptions, run_etl
-    from lesionkg.synthetic.cohort import write_synthetic_bookmarks
+    from lesionkg.synthetic.bookmarks import write_synthetic_bookmarks
 
     folder = out / "pacs-export"
     write_synthetic_bookmarks(
@@ -204,7 +220,7 @@ def build_demo(
     out = Path(out_dir)
     lines = []
     synthetic = data is None
-    if synthetic:
+    if data is None:
         cohort = write_synthetic_dl_info(
             out,
             patients=patients,
@@ -213,18 +229,22 @@ def build_demo(
             images=True,
             progress=progress,
         )
-        data, images = cohort.csv_path, out
-        driver.execute_query(
-            statement("demo/delete_demo_cohort"),
+        csv_path, images = cohort.csv_path, out
+        run_statement(
+            driver,
+            database,
+            "demo/delete_demo_cohort",
+            "deleting the earlier demo cohort",
             first_patient=f"{DEMO_FIRST_PATIENT:06d}",
-            database_=database,
         )
         lines.append(
             f"SYNTHETIC demo cohort (not real patients): {cohort.patients} patients, "
             f"{cohort.studies} studies, {cohort.lesions} lesions, {cohort.images} CT slices "
             f"in {out}"
         )
-    summary = load_deeplesion(driver, data, database=database, images=images, progress=progress)
+    else:
+        csv_path = data
+    summary = load_deeplesion(driver, csv_path, database=database, images=images, progress=progress)
     lines.append(summary.describe())
     queries = list(DEMO_QUERIES)
     trained_model: Path | None = None
@@ -232,7 +252,7 @@ def build_demo(
         from lesionkg.graph.embedding import embed_graph
 
         try:
-            _, trained = _demo_model(Path(data), Path(images), out / "model", seed, progress)
+            _, trained = _demo_model(Path(csv_path), Path(images), out / "model", seed, progress)
         except ModelError as exc:
             trained = None
             lines.append(f"The triplet network was not trained: {exc}")
@@ -267,7 +287,7 @@ def build_demo(
             (f"Timeline of patient {patient}", "patient_timeline", {"patient_id": patient})
         )
     if images is not None and train:
-        picked, _, _ = driver.execute_query(statement("demo/query_lesion"), database_=database)
+        picked = run_statement(driver, database, "demo/query_lesion", "picking a lesion", read=True)
         if picked:
             lesion = picked[0]["lesion_id"]
             queries.append(

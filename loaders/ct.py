@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
@@ -39,6 +39,13 @@ from pydicom.uid import (
 )
 
 from lesionkg.core.errors import InvalidInputError, Problem
+from lesionkg.core.limits import (
+    DEFAULT_LIMITS,
+    IMAGE_PIXELS,
+    SPACING_RANGE,
+    InputLimits,
+)
+from lesionkg.loaders.guards import Refusal, regular_file_refusal
 
 #: SOP classes indexed as CT images: single-frame CT and the two multi-frame (enhanced) forms.
 CT_SOP_CLASSES: frozenset[str] = frozenset(
@@ -211,7 +218,32 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(value).strip() if value is not None else ""
 
 
-def _ct_image(path: Path, ds: Dataset) -> CTImage | str:
+def dicom_pixels_refusal(ds: Dataset, limits: InputLimits) -> Refusal | None:
+    """A refusal when a DICOM header promises more pixels than the limits allow.
+
+    Rows x Columns is one frame (``image_pixels``), times NumberOfFrames the whole file
+    (``dicom_pixels``): pydicom decodes all frames at once, so both are checked from the header
+    before any pixel is read. Raises ValueError or TypeError on malformed values.
+    """
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if rows * columns > limits.image_pixels:
+        return Refusal(
+            f"image of {columns} x {rows} = {rows * columns:,} pixels per frame (from its header) "
+            f"exceeds the limit of {limits.image_pixels:,} pixels; refused before decoding",
+            IMAGE_PIXELS,
+        )
+    if rows * columns * frames > limits.dicom_pixels:
+        return Refusal(
+            f"{frames:,} frames of {columns} x {rows} = {rows * columns * frames:,} pixels (from "
+            f"its header) exceed the limit of {limits.dicom_pixels:,} pixels; refused before "
+            "decoding",
+            IMAGE_PIXELS,
+        )
+    return None
+
+
+def _ct_image(path: Path, ds: Dataset, limits: InputLimits = DEFAULT_LIMITS) -> CTImage | str:
     """The :class:`CTImage` of a CT header, or the reason it cannot be one."""
     sop_class = _text(ds, "SOPClassUID")
     if not sop_class:
@@ -231,12 +263,18 @@ def _ct_image(path: Path, ds: Dataset) -> CTImage | str:
         frames = int(ds.get("NumberOfFrames") or 1)
         instance = ds.get("InstanceNumber")
         instance_number = int(instance) if instance not in (None, "") else None
+        too_many = dicom_pixels_refusal(ds, limits)
     except (TypeError, ValueError) as exc:
         return f"malformed Rows, Columns, NumberOfFrames or InstanceNumber ({exc})"
+    if too_many is not None:
+        return _with_rule(too_many)
     geometry = _geometry(ds)
     spacing = geometry["spacing"]
     if spacing is None or min(spacing) <= 0.0:
         return "no valid PixelSpacing (two positive numbers, mm): lengths cannot be measured on it"
+    implausible = limits.spacing_problem(spacing, "PixelSpacing")
+    if implausible is not None:
+        return f"{implausible} (rule {SPACING_RANGE})"
     position, orientation = geometry["position"], geometry["orientation"]
     return CTImage(
         sop_instance_uid=_text(ds, "SOPInstanceUID"),
@@ -257,6 +295,11 @@ def _ct_image(path: Path, ds: Dataset) -> CTImage | str:
         sop_class_uid=sop_class,
         instance_number=instance_number,
     )
+
+
+def _with_rule(refusal: Refusal) -> str:
+    # CTIndex.skipped holds reasons as text; the rule goes in it as Problem.__str__ writes it.
+    return f"{refusal.reason} (rule {refusal.rule})"
 
 
 def truncation(
@@ -296,11 +339,12 @@ def _pixels_short(ds: Dataset, size: int) -> str | None:
     Uncompressed pixels have a known size, so a file cut in its pixel data is caught while
     indexing rather than when its pixels are first needed.
     """
-    ends = [
-        raw.value_tell + raw.length
-        for raw in (ds.get_item(tag) for tag in list(ds.keys()))
-        if isinstance(raw, RawDataElement) and raw.length != _UNDEFINED_LENGTH
-    ]
+    ends = []
+    for tag in list(ds.keys()):
+        # pydicom types get_item(tag) as a DataElement; a header read lazily holds raw elements
+        raw: DataElement | RawDataElement = ds.get_item(tag)
+        if isinstance(raw, RawDataElement) and raw.length != _UNDEFINED_LENGTH:
+            ends.append(raw.value_tell + raw.length)
     if not ends:
         return None
     header_end = max(ends)
@@ -347,9 +391,18 @@ def _files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
             yield root
 
 
-def read_ct_header(path: str | os.PathLike[str]) -> CTImage | str:
-    """The :class:`CTImage` of one file, or the reason it is not a usable CT image."""
+def read_ct_header(
+    path: str | os.PathLike[str], limits: InputLimits | None = None
+) -> CTImage | str:
+    """The :class:`CTImage` of one file, or the reason it is not a usable CT image.
+
+    A reason given by an input limit or plausibility rule ends with ``(rule NAME)``.
+    """
     file = Path(path)
+    limits = limits if limits is not None else DEFAULT_LIMITS
+    not_regular = regular_file_refusal(file)
+    if not_regular is not None:
+        return _with_rule(not_regular)
     # pydicom warns rather than raises at a premature end of file; those warnings are reasons.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -363,7 +416,7 @@ def read_ct_header(path: str | os.PathLike[str]) -> CTImage | str:
     if cut is not None:
         return f"truncated: {cut}"
     try:
-        image = _ct_image(file, ds)
+        image = _ct_image(file, ds, limits)
         if isinstance(image, CTImage):
             short = _pixels_short(ds, file.stat().st_size)
             if short is not None:
@@ -373,18 +426,22 @@ def read_ct_header(path: str | os.PathLike[str]) -> CTImage | str:
         return f"malformed DICOM header ({type(exc).__name__}: {exc})"
 
 
-def index_ct_images(paths: Iterable[str | os.PathLike[str]]) -> CTIndex:
+def index_ct_images(
+    paths: Iterable[str | os.PathLike[str]], *, limits: InputLimits | None = None
+) -> CTIndex:
     """Index the CT images among ``paths`` (files and folders, walked recursively).
 
     Headers only are read. Every file that is not indexed is listed in ``CTIndex.skipped`` with
     its reason; a second file with an already indexed SOP Instance UID is skipped as a duplicate
     (folders are walked in sorted order, so the first one in that order wins). A path that does
-    not exist raises :class:`~lesionkg.core.errors.InvalidInputError`.
+    not exist raises :class:`~lesionkg.core.errors.InvalidInputError`. ``limits`` (default
+    :data:`~lesionkg.core.limits.DEFAULT_LIMITS`): an image with more pixels than allowed, or an
+    implausible pixel spacing, is skipped with the rule in its reason.
     """
     images: dict[str, CTImage] = {}
     skipped: list[tuple[Path, str]] = []
     for file in _files(paths):
-        result = read_ct_header(file)
+        result = read_ct_header(file, limits)
         if isinstance(result, str):
             skipped.append((file, result))
         elif result.sop_instance_uid in images:
@@ -395,27 +452,39 @@ def index_ct_images(paths: Iterable[str | os.PathLike[str]]) -> CTIndex:
     return CTIndex(images, skipped)
 
 
-def read_hu(image: CTImage, frame: int | None = None) -> np.ndarray:
+def read_hu(
+    image: CTImage, frame: int | None = None, *, limits: InputLimits | None = None
+) -> np.ndarray:
     """The image's pixels in Hounsfield units, float32, shape (rows, columns).
 
     ``frame`` is 1-based and needed only for multi-frame images (default: frame 1). HU = stored
     value * RescaleSlope + RescaleIntercept, with the frame's own rescale for Enhanced CT.
-    Raises :class:`~lesionkg.core.errors.InvalidInputError` when the file changed since indexing, the
-    pixels cannot be decoded (e.g. a compression without an installed decoder) or the rescale is
-    missing.
+    Raises :class:`~lesionkg.core.errors.InvalidInputError` when the file changed since indexing,
+    the pixels cannot be decoded (e.g. a compression without an installed decoder) or the rescale
+    is missing, or the header now promises more pixels than ``limits`` allow (checked before
+    decoding).
     """
     source = str(image.path)
+    limits = limits if limits is not None else DEFAULT_LIMITS
 
-    def fail(reason: str) -> InvalidInputError:
-        return InvalidInputError([Problem(source, None, None, reason)], outcome="no pixels read")
+    def fail(reason: str, rule: str | None = None) -> InvalidInputError:
+        return InvalidInputError(
+            [Problem(source, None, None, reason, rule)], outcome="no pixels read"
+        )
 
     index = 0 if frame is None else frame - 1
     if not 0 <= index < image.number_of_frames:
         raise fail(f"frame {frame} does not exist: the image has {image.number_of_frames}")
+    not_regular = regular_file_refusal(image.path)
+    if not_regular is not None:
+        raise fail(not_regular.reason, not_regular.rule)
     try:
         ds = pydicom.dcmread(image.path)
         if _text(ds, "SOPInstanceUID") != image.sop_instance_uid:
             raise fail("the file no longer holds the indexed SOP Instance UID (changed on disk)")
+        too_many = dicom_pixels_refusal(ds, limits)
+        if too_many is not None:
+            raise fail(too_many.reason, too_many.rule)
         pixels = ds.pixel_array
     except InvalidInputError:
         raise

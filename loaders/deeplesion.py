@@ -19,8 +19,9 @@ the same bookmark: the later one is rejected as a duplicate.
 :func:`parse_dl_info` streams the file and yields, in file order, a ``LesionRecord`` for every
 valid row and a :class:`RejectedRow` listing every problem of an invalid one. Problems of the file
 itself (missing, empty, binary, wrong header, no data rows) raise
-:class:`~lesionkg.core.errors.InvalidInputError` instead. :func:`write_rejects` writes rejected rows to a
-CSV for ``--skip-invalid``.
+:class:`~lesionkg.core.errors.InvalidInputError` instead. :func:`write_rejects` writes rejected
+rows to a CSV for ``--skip-invalid``. One row's columns and cells are parsed by
+:mod:`lesionkg.loaders.deeplesion_rows`.
 """
 
 from __future__ import annotations
@@ -29,12 +30,27 @@ import codecs
 import csv
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from math import hypot, isfinite, isnan
+from functools import partial
+from math import hypot
 from typing import Any, TextIO
 
 from lesionkg.core.errors import InvalidInputError, Problem
-from lesionkg.core.records import SPLITS, LesionRecord, lesion_id_of, patient_id_of, study_id_of
+from lesionkg.core.limits import DEFAULT_LIMITS, InputLimits
+from lesionkg.core.records import SPLITS, LesionRecord, lesion_id_of
+from lesionkg.loaders.deeplesion_rows import (
+    COLUMNS,
+    DIAMETER_TOLERANCE_PX,
+    MAX_AGE_YEARS,
+    NOISY,
+    SEXES,
+    RejectedRow,
+    RowParser,
+    image_size_in_range,
+    parse_window,
+    shown,
+    spacing_in_range,
+)
+from lesionkg.loaders.guards import output_is_input_refusal, regular_file_refusal
 
 __all__ = [
     "COLUMNS",
@@ -42,451 +58,31 @@ __all__ = [
     "MAX_AGE_YEARS",
     "RejectedRow",
     "parse_dl_info",
+    "refuse_rejects_path",
     "write_rejects",
 ]
 
-#: The 18 columns of the official ``DL_info.csv``, in the official order.
-COLUMNS: tuple[str, ...] = (
-    "File_name",
-    "Patient_index",
-    "Study_index",
-    "Series_ID",
-    "Key_slice_index",
-    "Measurement_coordinates",
-    "Bounding_boxes",
-    "Lesion_diameters_Pixel_",
-    "Normalized_lesion_location",
-    "Coarse_lesion_type",
-    "Possibly_noisy",
-    "Slice_range",
-    "Spacing_mm_px_",
-    "Image_size",
-    "DICOM_windows",
-    "Patient_gender",
-    "Patient_age",
-    "Train_Val_Test",
-)
-
-#: Oldest plausible age in years (the real rows range from 4 to 96).
-MAX_AGE_YEARS = 130.0
-#: How far ``Lesion_diameters_Pixel_`` may be from the lengths of the measured axes. The release
-#: rounds to 6 significant digits, which puts them at most 0.0013 px apart in the real data.
-DIAMETER_TOLERANCE_PX = 0.05
 
 _SNIFF_BYTES = 1 << 16
 _CACHE_SIZE = 4096
-_FILE_NAME_FORMAT = "{patient:06d}_{study:02d}_{series:02d}_{slice:03d}.png"
-
-
-@dataclass(frozen=True, slots=True)
-class RejectedRow:
-    """A data row that did not become a record, with all of its problems.
-
-    ``row`` holds the raw cells by column name. A row with the wrong number of fields maps the
-    cells it has in header order; cells beyond the header are joined with commas under ``"_extra"``.
-    """
-
-    line: int
-    row: dict[str, str]
-    problems: tuple[Problem, ...]
-
-
-# --- cell converters: each returns the value or raises ValueError(reason) ---------------------
-
-
-def _show(cell: str) -> str:
-    return repr(cell if len(cell) <= 60 else cell[:57] + "...")
-
-
-def _list_reason(cell: str, n: int, kind: str, parse: Callable[[str], Any]) -> str:
-    if not cell.strip():
-        return f"expected {n} comma-separated {kind}s, got an empty cell"
-    for item in cell.split(","):
-        try:
-            parse(item)
-        except ValueError:
-            article = "an" if kind == "integer" else "a"
-            return (
-                f"expected {n} comma-separated {kind}s, got {_show(cell)} "
-                f"({_show(item.strip())} is not {article} {kind})"
-            )
-    return f"expected {n} comma-separated {kind}s, got {_show(cell)}"  # pragma: no cover
-
-
-def _floats(cell: str, n: int) -> list[float]:
-    try:
-        values = [float(v) for v in cell.split(",")]
-    except ValueError:
-        raise ValueError(_list_reason(cell, n, "number", float)) from None
-    if len(values) != n:
-        raise ValueError(f"expected {n} comma-separated numbers, got {len(values)}")
-    # One sum is cheaper than n isfinite calls; NaN or inf anywhere makes it non-finite (a sum that
-    # merely overflows falls through to the exact test and passes).
-    total = sum(values)
-    if total - total != 0.0 and not all(map(isfinite, values)):
-        raise ValueError(f"expected {n} finite numbers, got {_show(cell)}")
-    return values
-
-
-def _ints(cell: str, n: int) -> list[int]:
-    try:
-        values = [int(v) for v in cell.split(",")]
-    except ValueError:
-        raise ValueError(_list_reason(cell, n, "integer", int)) from None
-    if len(values) != n:
-        raise ValueError(f"expected {n} comma-separated integers, got {len(values)}")
-    return values
-
-
-def _index(cell: str) -> int:
-    try:
-        value = int(cell)
-    except ValueError:
-        raise ValueError(f"expected a non-negative integer, got {_show(cell)}") from None
-    if value < 0:
-        raise ValueError(f"expected a non-negative integer, got {_show(cell)}")
-    return value
-
-
-def _file_name(cell: str) -> str:
-    # Checked against the four index columns once they are known (see _RowParser.parse).
-    return cell
-
-
-def _recist(cell: str) -> tuple[float, ...]:
-    return tuple(_floats(cell, 8))
-
-
-def _bbox(cell: str) -> tuple[float, ...]:
-    x1, y1, x2, y2 = values = _floats(cell, 4)
-    if not (x1 < x2 and y1 < y2):
-        raise ValueError(f"expected x1, y1, x2, y2 with x1 < x2 and y1 < y2, got {_show(cell)}")
-    return tuple(values)
-
-
-def _diameters(cell: str) -> tuple[float, ...]:
-    long, short = values = _floats(cell, 2)
-    if long < short or short < 0.0:
-        raise ValueError(f"expected long, short with long >= short >= 0, got {_show(cell)}")
-    return tuple(values)
-
-
-def _location(cell: str) -> tuple[float, ...]:
-    values = _floats(cell, 3)
-    if not all(0.0 <= v <= 1.0 for v in values):
-        raise ValueError(f"expected 3 numbers in [0, 1], got {_show(cell)}")
-    return tuple(values)
-
-
-def _coarse_type(cell: str) -> int | None:
-    try:
-        value = int(cell)
-    except ValueError:
-        value = 0
-    if value == -1:
-        return None
-    if 1 <= value <= 8:
-        return value
-    raise ValueError(f"expected -1 (unlabelled) or a type code 1..8, got {_show(cell)}")
-
-
-_NOISY = {"0": False, "1": True}
-
-
-def _noisy(cell: str) -> bool:
-    try:
-        return _NOISY[cell]
-    except KeyError:
-        raise ValueError(f"expected 0 or 1, got {_show(cell)}") from None
-
-
-def _slice_range(cell: str) -> tuple[int, ...]:
-    first, last = values = _ints(cell, 2)
-    if not 0 <= first <= last:
-        raise ValueError(f"expected first, last slice with 0 <= first <= last, got {_show(cell)}")
-    return tuple(values)
-
-
-def _spacing(cell: str) -> tuple[float, ...]:
-    values = _floats(cell, 3)
-    if not all(v > 0.0 for v in values):
-        raise ValueError(f"expected 3 spacings > 0 mm, got {_show(cell)}")
-    return tuple(values)
-
-
-def _image_size(cell: str) -> tuple[int, ...]:
-    values = _ints(cell, 2)
-    if not all(v > 0 for v in values):
-        raise ValueError(f"expected 2 sizes > 0 pixels, got {_show(cell)}")
-    return tuple(values)
-
-
-def _window(cell: str) -> tuple[float, ...]:
-    low, high = values = _floats(cell, 2)
-    if not low < high:
-        raise ValueError(f"expected min, max with min < max, got {_show(cell)}")
-    return tuple(values)
-
-
-_SEXES = {"M": "M", "F": "F", "": None}
-
-
-def _sex(cell: str) -> str | None:
-    try:
-        return _SEXES[cell]
-    except KeyError:
-        raise ValueError(f"expected M, F or an empty cell, got {_show(cell)}") from None
-
-
-def _age(cell: str) -> float | None:
-    if not cell:
-        return None
-    try:
-        value = float(cell)
-    except ValueError:
-        raise ValueError(f"expected an age in years (or NaN), got {_show(cell)}") from None
-    if isnan(value):
-        return None
-    if not 0.0 <= value <= MAX_AGE_YEARS:
-        raise ValueError(f"expected an age in [0, {MAX_AGE_YEARS:g}] years, got {_show(cell)}")
-    return value
-
-
-def _split(cell: str) -> str:
-    try:
-        return SPLITS[int(cell)]
-    except (ValueError, KeyError):
-        raise ValueError(f"expected 1 (train), 2 (val) or 3 (test), got {_show(cell)}") from None
-
-
-_CONVERTERS: tuple[Callable[[str], Any], ...] = (
-    _file_name,
-    _index,
-    _index,
-    _index,
-    _index,
-    _recist,
-    _bbox,
-    _diameters,
-    _location,
-    _coarse_type,
-    _noisy,
-    _slice_range,
-    _spacing,
-    _image_size,
-    _window,
-    _sex,
-    _age,
-    _split,
-)
-_COLUMN_CONVERTERS = tuple(zip(COLUMNS, _CONVERTERS, strict=True))
-
-
-class _Bad:
-    """Marks a cell that failed conversion (``None`` is a valid value for some columns)."""
-
-
-_BAD: Any = _Bad()
-
-
-class _RowParser:
-    """Turns the 18 cells of one row into a record or a rejection; remembers what it has accepted.
-
-    The memory it keeps grows with the distinct lesions, patients and studies: a 64-bit id prefix
-    to first line for duplicates, and the first sex per patient and age per study.
-    """
-
-    __slots__ = ("_ages", "_seen", "_sexes", "_source")
-
-    def __init__(self, source: str) -> None:
-        self._source = source
-        self._seen: dict[int, int] = {}
-        self._sexes: dict[int, tuple[str | None, int]] = {}
-        self._ages: dict[tuple[int, int], tuple[float | None, int]] = {}
-
-    def parse(self, cells: list[str], line: int) -> LesionRecord | RejectedRow:
-        values: list[Any] = []
-        bad: list[tuple[str | None, str]] = []
-        # try costs nothing on Python >= 3.11 unless it raises, so collecting every problem of
-        # the row is as fast as stopping at the first.
-        for (name, convert), cell in zip(_COLUMN_CONVERTERS, cells):  # noqa: B905 (len checked)
-            try:
-                values.append(convert(cell))
-            except ValueError as exc:
-                values.append(_BAD)
-                bad.append((name, str(exc)))
-        (
-            file_name,
-            patient,
-            study,
-            series,
-            key_slice,
-            recist,
-            bbox,
-            diameters,
-            location,
-            coarse_type,
-            noisy,
-            slice_range,
-            spacing,
-            image_size,
-            window,
-            sex,
-            age,
-            split,
-        ) = values
-
-        problems_so_far = len(bad)
-        if _BAD in (patient, study, series, key_slice):
-            self._check_file_name_pattern(file_name, bad)
-        else:
-            expected = _FILE_NAME_FORMAT.format(
-                patient=patient, study=study, series=series, slice=key_slice
-            )
-            if file_name != expected:
-                bad.append(
-                    (
-                        "File_name",
-                        f"expected {expected!r} (from Patient_index, Study_index, Series_ID and "
-                        f"Key_slice_index), got {_show(file_name)}",
-                    )
-                )
-        # The id hashes the name as ASCII, so only a valid name can be checked for duplicates.
-        name_ok = len(bad) == problems_so_far
-        if (
-            key_slice is not _BAD
-            and slice_range is not _BAD
-            and not slice_range[0] <= key_slice <= slice_range[1]
-        ):
-            bad.append(
-                (
-                    "Key_slice_index",
-                    f"expected a slice within Slice_range {slice_range[0]}..{slice_range[1]}, "
-                    f"got {key_slice}",
-                )
-            )
-        long_px = short_px = 0.0
-        if recist is not _BAD:
-            x1, y1, x2, y2, u1, v1, u2, v2 = recist
-            long_px = hypot(x2 - x1, y2 - y1)
-            short_px = hypot(u2 - u1, v2 - v1)
-            if diameters is not _BAD and (
-                abs(long_px - diameters[0]) > DIAMETER_TOLERANCE_PX
-                or abs(short_px - diameters[1]) > DIAMETER_TOLERANCE_PX
-            ):
-                bad.append(
-                    (
-                        "Lesion_diameters_Pixel_",
-                        f"expected {long_px:.4f}, {short_px:.4f} (the lengths of the long and "
-                        f"short axes in Measurement_coordinates, within "
-                        f"{DIAMETER_TOLERANCE_PX} px), got {diameters[0]:g}, {diameters[1]:g}",
-                    )
-                )
-
-        # Cross-row checks compare with accepted rows only, so a broken row cannot make later
-        # good rows look inconsistent.
-        lesion_key = -1
-        lesion_id = ""
-        if recist is not _BAD and name_ok:
-            lesion_id = lesion_id_of(file_name, recist)
-            # The id's 16 hex digits as one int: a small object instead of a 19-char string.
-            lesion_key = int(lesion_id[3:], 16)
-            first = self._seen.get(lesion_key)
-            if first is not None:
-                bad.append(
-                    (
-                        None,
-                        f"duplicate of the row on line {first} "
-                        "(same File_name and Measurement_coordinates)",
-                    )
-                )
-        if patient is not _BAD and sex is not _BAD:
-            earlier = self._sexes.get(patient)
-            if earlier is not None and earlier[0] != sex:
-                bad.append(
-                    (
-                        "Patient_gender",
-                        f"expected {_show(earlier[0] or '')} as on line {earlier[1]} for the same "
-                        f"patient (Patient_index {patient}), got {_show(sex or '')}",
-                    )
-                )
-        if patient is not _BAD and study is not _BAD and age is not _BAD:
-            earlier_age = self._ages.get((patient, study))
-            if earlier_age is not None and earlier_age[0] != age:
-                bad.append(
-                    (
-                        "Patient_age",
-                        f"expected {_age_text(earlier_age[0])} as on line {earlier_age[1]} for the "
-                        f"same study ({study_id_of(patient, study)}), got {_age_text(age)}",
-                    )
-                )
-
-        if bad:
-            return RejectedRow(
-                line=line,
-                row=dict(zip(COLUMNS, cells, strict=True)),
-                problems=tuple(
-                    Problem(self._source, line, column, reason) for column, reason in bad
-                ),
-            )
-
-        self._seen[lesion_key] = line
-        if patient not in self._sexes:
-            self._sexes[patient] = (sex, line)
-        if (patient, study) not in self._ages:
-            self._ages[(patient, study)] = (age, line)
-        sx, sy, _ = spacing
-        x1, y1, x2, y2, u1, v1, u2, v2 = recist
-        return LesionRecord(
-            lesion_id=lesion_id,
-            patient_id=patient_id_of(patient),
-            study_id=study_id_of(patient, study),
-            study_index=study,
-            series_id=series,
-            file_name=file_name,
-            key_slice=key_slice,
-            recist_px=recist,
-            bbox_px=bbox,
-            diameters_px=diameters,
-            long_axis_mm=hypot((x2 - x1) * sx, (y2 - y1) * sy),
-            short_axis_mm=hypot((u2 - u1) * sx, (v2 - v1) * sy),
-            location=location,
-            coarse_type=coarse_type,
-            noisy=noisy,
-            slice_range=slice_range,
-            spacing_mm=spacing,
-            image_size_px=image_size,
-            window_hu=window,
-            sex=sex,
-            age_years=age,
-            split=split,
-            source_line=line,
-        )
-
-    @staticmethod
-    def _check_file_name_pattern(file_name: str, bad: list[tuple[str | None, str]]) -> None:
-        # Without all four indices only the shape of the name can be checked.
-        parts = file_name[:-4].split("_") if file_name.endswith(".png") else []
-        widths = (6, 2, 2, 3)
-        if len(parts) != 4 or not all(
-            p.isascii() and p.isdigit() and len(p) >= w for p, w in zip(parts, widths, strict=True)
-        ):
-            bad.append(("File_name", f"expected {_FILE_NAME_FORMAT}, got {_show(file_name)}"))
-
-
-def _age_text(age: float | None) -> str:
-    return "an empty age" if age is None else f"{age:g}"
 
 
 # --- file level --------------------------------------------------------------------------------
 
 
-def _fail(source: str, line: int | None, column: str | None, reason: str) -> InvalidInputError:
-    return InvalidInputError([Problem(source, line, column, reason)])
+def _fail(
+    source: str, line: int | None, column: str | None, reason: str, rule: str | None = None
+) -> InvalidInputError:
+    return InvalidInputError([Problem(source, line, column, reason, rule)])
 
 
 def _check_text(source: str) -> None:
-    """Reject a missing, empty or binary file before the csv module sees it."""
+    """Reject a missing, empty, binary or special (FIFO, device) file before the csv module
+    sees it."""
+    not_regular = regular_file_refusal(source)
+    if not_regular is not None:
+        # Opening a FIFO would block until some process writes to it: the load would hang.
+        raise _fail(source, None, None, not_regular.reason, not_regular.rule)
     try:
         with open(source, "rb") as f:
             head = f.read(_SNIFF_BYTES)
@@ -594,7 +190,9 @@ def _check_header(source: str) -> list[int] | None:
     return order
 
 
-def parse_dl_info(path: str | os.PathLike[str]) -> Iterator[LesionRecord | RejectedRow]:
+def parse_dl_info(
+    path: str | os.PathLike[str], *, limits: InputLimits | None = None
+) -> Iterator[LesionRecord | RejectedRow]:
     """Stream a ``DL_info.csv`` file: one ``LesionRecord`` or ``RejectedRow`` per data row.
 
     File problems raise :class:`InvalidInputError` when this is called, before anything is
@@ -619,11 +217,17 @@ def parse_dl_info(path: str | os.PathLike[str]) -> Iterator[LesionRecord | Rejec
     ``long_axis_mm = hypot((x2 - x1) * sx, (y2 - y1) * sy)`` over the long axis endpoints
     (coordinates 1-4), ``short_axis_mm`` likewise over coordinates 5-8. The given
     ``Lesion_diameters_Pixel_`` is kept unchanged as ``diameters_px``.
+
+    ``limits`` (default :data:`~lesionkg.core.limits.DEFAULT_LIMITS`) adds, each with its rule
+    on the problem: integers within 64 bits (``integer_range``), spacings within the plausible
+    range (``spacing_range``), coordinates and box on the ``Image_size`` image
+    (``outside_image``), and a regular file (``not_regular_file``, raised).
     """
     source = os.fspath(path)
+    limits = limits if limits is not None else DEFAULT_LIMITS
     _check_text(source)
     order = _check_header(source)
-    return _parse(source, order)
+    return _parse(source, order, limits)
 
 
 _FAST_COARSE: dict[str, int | None] = {"-1": None, **{str(t): t for t in range(1, 9)}}
@@ -639,8 +243,10 @@ def _remember(
     return value
 
 
-def _parse(source: str, order: list[int] | None) -> Iterator[LesionRecord | RejectedRow]:
-    parser = _RowParser(source)
+def _parse(
+    source: str, order: list[int] | None, limits: InputLimits
+) -> Iterator[LesionRecord | RejectedRow]:
+    parser = RowParser(source, limits)
     full = parser.parse
     seen = parser._seen
     sexes = parser._sexes
@@ -650,12 +256,16 @@ def _parse(source: str, order: list[int] | None) -> Iterator[LesionRecord | Reje
     tol = DIAMETER_TOLERANCE_PX
     max_age = MAX_AGE_YEARS
     coarse_codes = _FAST_COARSE
-    noisy_codes = _NOISY
-    sex_codes = _SEXES
+    noisy_codes = NOISY
+    sex_codes = SEXES
     split_codes = _FAST_SPLITS
     spacing_cache: dict[str, tuple[Any, ...]] = {}
     window_cache: dict[str, tuple[Any, ...]] = {}
     size_cache: dict[str, tuple[Any, ...]] = {}
+    parse_spacing = partial(spacing_in_range, limits=limits)
+    parse_image_size = partial(image_size_in_range, limits=limits)
+    max_integer = limits.max_integer
+    margin = limits.coordinate_margin_px
     with _open(source) as f:
         reader = csv.reader(f)
         end = 0
@@ -680,8 +290,11 @@ def _parse(source: str, order: list[int] | None) -> Iterator[LesionRecord | Reje
                     study = int(s)
                     series = int(se)
                     key = int(k)
-                    # %06d pads negatives too ("-00001"), so check the sign separately.
-                    if (patient | study | series | key) < 0:
+                    # %06d pads negatives too ("-00001"), so check the sign separately; an
+                    # index beyond 64 bits passes here but overflows in Neo4j and NumPy.
+                    if (patient | study | series | key) < 0 or max(
+                        patient, study, series, key
+                    ) > max_integer:
                         raise ValueError
                     # Same text as patient_id_of / study_id_of (tests compare them).
                     patient_id = f"{patient:06d}"
@@ -696,12 +309,15 @@ def _parse(source: str, order: list[int] | None) -> Iterator[LesionRecord | Reje
                     if mc.count(",") != 7 or bb.count(",") != 3 or dm.count(",") != 1:
                         raise ValueError
                     first, last = map(int, sr.split(","))
+                    if last > max_integer:
+                        raise ValueError
                     # Few distinct values per file (377 spacings, 29 windows, 3 sizes in val):
                     # parse each once, with the slow path's own validating converters.
-                    spacing = spacing_cache.get(sp) or _remember(spacing_cache, sp, _spacing)
-                    window = window_cache.get(win) or _remember(window_cache, win, _window)
-                    image_size = size_cache.get(im) or _remember(size_cache, im, _image_size)
+                    spacing = spacing_cache.get(sp) or _remember(spacing_cache, sp, parse_spacing)
+                    window = window_cache.get(win) or _remember(window_cache, win, parse_window)
+                    image_size = size_cache.get(im) or _remember(size_cache, im, parse_image_size)
                     sx, sy, _ = spacing
+                    rows, columns = image_size
                     # NaN fails every comparison below; inf is caught by the sum (the location
                     # is bounded by its comparisons).
                     total = x1 + y1 + x2 + y2 + u1 + v1 + u2 + v2 + b1 + b2 + b3 + b4 + d1 + d2
@@ -718,6 +334,10 @@ def _parse(source: str, order: list[int] | None) -> Iterator[LesionRecord | Reje
                         and 0.0 <= l2 <= 1.0
                         and 0.0 <= l3 <= 1.0
                         and 0 <= first <= key <= last
+                        # on the image: Image_size is rows, columns (height, width)
+                        and min(x1, x2, u1, u2, b1, b3, y1, y2, v1, v2, b2, b4) >= -margin
+                        and max(x1, x2, u1, u2, b1, b3) <= columns + margin
+                        and max(y1, y2, v1, v2, b2, b4) <= rows + margin
                     ):
                         raise ValueError
                     coarse_type = coarse_codes[ct]
@@ -768,9 +388,9 @@ def _parse(source: str, order: list[int] | None) -> Iterator[LesionRecord | Reje
                     coarse_type=coarse_type,
                     noisy=noisy,
                     slice_range=(first, last),
-                    spacing_mm=spacing,  # type: ignore[arg-type]
-                    image_size_px=image_size,  # type: ignore[arg-type]
-                    window_hu=window,  # type: ignore[arg-type]
+                    spacing_mm=spacing,
+                    image_size_px=image_size,
+                    window_hu=window,
                     sex=sex,  # type: ignore[arg-type]
                     age_years=age,
                     split=split,  # type: ignore[arg-type]
@@ -798,16 +418,39 @@ def _wrong_width(
     if len(cells) > width:
         extra = ",".join(cells[width:])
         row["_extra"] = extra
-        reason += f" (extra: {_show(extra)})"
+        reason += f" (extra: {shown(extra)})"
     return RejectedRow(line=line, row=row, problems=(Problem(source, line, None, reason),))
 
 
-def write_rejects(path: str | os.PathLike[str], rejected: Iterable[RejectedRow]) -> int:
+def refuse_rejects_path(
+    path: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]
+) -> None:
+    """Raise :class:`InvalidInputError` (rule ``output_is_input``) when the rejects file would
+    be one of ``inputs`` (the same file under any name); call it before loading."""
+    refusal = output_is_input_refusal(path, list(inputs))
+    if refusal is not None:
+        raise InvalidInputError(
+            [Problem(os.fspath(path), None, None, f"--rejects {refusal.reason}", refusal.rule)],
+            outcome="nothing was written to it",
+        )
+
+
+def write_rejects(
+    path: str | os.PathLike[str],
+    rejected: Iterable[RejectedRow],
+    *,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+) -> int:
     """Write rejected rows as CSV, one line per problem; return the number of rows written.
 
     Columns: ``line``, ``column`` (empty for a whole-row problem), ``reason``, then the 18
     DL_info.csv columns holding the row's raw cells (repeated for each of its problems).
+    Refuses (:func:`refuse_rejects_path`) to write over ``inputs`` or over the file the rows
+    came from (their problems' source), before the file is opened.
     """
+    rejected = list(rejected)
+    sources = {p.source for r in rejected for p in r.problems}
+    refuse_rejects_path(path, [*inputs, *sorted(sources)])
     count = 0
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)

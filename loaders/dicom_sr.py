@@ -2,8 +2,9 @@
 
 :func:`read_measurement_report` reads one SR file and returns a :class:`MeasurementReportResult`:
 one bookmark per measurement group that holds a planar length measurement, and one
-:class:`~lesionkg.core.errors.Problem` per group that was skipped, with its reason. A file that yields
-no bookmark at all raises :class:`~lesionkg.core.errors.InvalidInputError` listing every reason.
+:class:`~lesionkg.core.errors.Problem` per group that was skipped, with its reason. A file that
+yields no bookmark at all raises :class:`~lesionkg.core.errors.InvalidInputError` listing every
+reason. The content tree's concepts and navigation live in :mod:`lesionkg.loaders.sr_content`.
 
 What is read
   * The document must be a TID 1500 "Imaging Measurement Report" (126000, DCM) in an SR SOP
@@ -72,77 +73,50 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from lesionkg.core.errors import InvalidInputError, Problem
+from lesionkg.core.limits import (
+    DATE_RANGE,
+    DEFAULT_LIMITS,
+    LENGTH_NOT_POSITIVE,
+    OUTSIDE_IMAGE,
+    InputLimits,
+)
 from lesionkg.core.records import Bookmark, ImageRef
 from lesionkg.loaders.ct import CTImage, truncation
-
-LONG_AXIS = "Long Axis"
-SHORT_AXIS = "Short Axis"
-LENGTH = "Length"
-DIAMETER = "Diameter"
-
-#: (coding scheme, code value) of the planar length concepts read, both SNOMED CT and the legacy
-#: SNOMED-RT (SRT) codes that older viewers still write
-LENGTH_CONCEPTS: dict[tuple[str, str], str] = {
-    ("SCT", "103339001"): LONG_AXIS,
-    ("SRT", "G-A185"): LONG_AXIS,
-    ("SCT", "103340004"): SHORT_AXIS,
-    ("SRT", "G-A186"): SHORT_AXIS,
-    ("SCT", "410668003"): LENGTH,
-    ("SRT", "G-D7FE"): LENGTH,
-    ("SCT", "81827009"): DIAMETER,
-    ("SRT", "G-A22A"): DIAMETER,
-}
-
-#: UCUM length units and their size in mm
-UNIT_MM: dict[str, float] = {"mm": 1.0, "cm": 10.0, "um": 1e-3, "m": 1e3}
-
-_VOLUME_CONCEPTS = {("SCT", "118565006"), ("SRT", "G-D705")}
-_VOLUMETRIC_REFERENCES = {
-    ("DCM", "121191"),  # Referenced Segment
-    ("DCM", "121214"),  # Referenced Segmentation Frame
-    ("DCM", "121232"),  # Source series for segmentation
-    ("DCM", "121231"),  # Volume Surface
-}
-_SEGMENT_IMAGE_NAMES = {("DCM", "121191"), ("DCM", "121214"), ("DCM", "121233")}
-
-#: coding schemes whose code meanings are vocabulary, not typed text
-STANDARD_SCHEMES = frozenset(
-    {"SCT", "SRT", "DCM", "LN", "RADLEX", "UMLS", "NCIt", "FMA", "ACR", "UCUM", "MDC"}
+from lesionkg.loaders.guards import regular_file_refusal
+from lesionkg.loaders.sr_content import (
+    AXES_TOLERANCE,
+    DIAMETER,
+    EDGE_PX,
+    LENGTH,
+    LENGTH_CONCEPTS,
+    LONG_AXIS,
+    OUTCOME,
+    REPORT,
+    SEGMENT_IMAGE_NAMES,
+    SHORT_AXIS,
+    SITE_COARSE_TYPE,
+    SR_SOP_CLASSES,
+    UNIT_MM,
+    MeasuredAxis,
+    SkipGroup,
+    SRImageRef,
+    check_unit,
+    concept_key,
+    describe_measurements,
+    evidence_of,
+    first_line,
+    has_length_unit,
+    image_item_ref,
+    image_of,
+    is_unitless,
+    measurement_groups,
+    polyline_endpoints,
+    raw_concept_key,
+    report_rejection,
+    standard_meaning,
+    unit_text,
+    volumetric_references,
 )
-
-#: DeepLesion coarse types implied by an organ-level finding site (SCT and SRT codes)
-_SITE_COARSE_TYPE: dict[tuple[str, str], int] = {
-    ("SCT", "272673000"): 1,  # Bone structure
-    ("SRT", "T-D016E"): 1,
-    ("SCT", "72410000"): 3,  # Mediastinum
-    ("SRT", "T-D3300"): 3,
-    ("SCT", "10200004"): 4,  # Liver
-    ("SRT", "T-62000"): 4,
-    ("SCT", "39607008"): 5,  # Lung
-    ("SRT", "T-28000"): 5,
-    ("SCT", "64033007"): 6,  # Kidney
-    ("SRT", "T-71000"): 6,
-    ("SCT", "12921003"): 8,  # Pelvis
-    ("SRT", "T-D6000"): 8,
-}
-
-_SR_SOP_CLASSES = frozenset(
-    {
-        "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
-        "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
-        "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
-        "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR
-        "1.2.840.10008.5.1.4.1.1.88.35",  # Extensible SR
-    }
-)
-_REPORT = ("DCM", "126000")
-_IMAGING_MEASUREMENTS = ("DCM", "126010")
-_MEASUREMENT_GROUP = ("DCM", "125007")
-_OUTCOME = "no bookmark was read from it"
-# Coordinates may sit on the far edge of the last pixel; allow float rounding beyond it.
-_EDGE_PX = 1e-3
-# Long >= short is checked with a relative tolerance, for values written with few digits.
-_AXES_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,70 +138,13 @@ class MeasurementReportResult:
         return len(self.bookmarks)
 
 
-class _Skip(Exception):
-    """A measurement group gives no bookmark; ``field`` names the measurement at fault."""
-
-    def __init__(self, reason: str, field: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.field = field
-
-
-@dataclass(frozen=True, slots=True)
-class _ImageRef:
-    uid: str
-    frame: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Axis:
-    role: str
-    value: float
-    unit_code: str
-    unit_scheme: str
-    unit_meaning: str
-    endpoints: tuple[float, float, float, float] | None
-    #: why there are no endpoints (the graphic type), for reasons
-    graphic: str | None
-    image: _ImageRef | None
-
-
-def _code_key(scheme: str, value: str) -> tuple[str, str]:
-    # SNM3 is the old designator of the same SNOMED-RT codes as SRT.
-    scheme = "SRT" if scheme == "SNM3" else scheme
-    return scheme, value
-
-
-def _key(concept: Any) -> tuple[str, str]:
-    return _code_key(str(concept.scheme_designator), str(concept.value))
-
-
-def _raw_key(item: Dataset) -> tuple[str, str] | None:
-    """The concept name of a raw (pydicom) content item, or None without one."""
-    names = item.get("ConceptNameCodeSequence")
-    if not names:
-        return None
-    return _code_key(
-        str(names[0].get("CodingSchemeDesignator", "")), str(names[0].get("CodeValue", ""))
-    )
-
-
-def _first_line(exc: BaseException) -> str:
-    # highdicom appends whole data set dumps to its messages; the first line says what is wrong.
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else ""
-    line = line.rstrip(":")
-    return f"{type(exc).__name__}: {line[:200]}"
-
-
-def _fail(source: str, reason: str, column: str | None = None) -> InvalidInputError:
-    return InvalidInputError([Problem(source, None, column, reason)], outcome=_OUTCOME)
-
-
 def _read(path: Path, source: str) -> Dataset:
     """The whole data set of ``path``, every element decoded, or a clear reason why not."""
+    not_regular = regular_file_refusal(path)
+    if not_regular is not None:
+        raise report_rejection(source, not_regular.reason, rule=not_regular.rule)
     if not path.is_file():
-        raise _fail(source, "no such file")
+        raise report_rejection(source, "no such file")
     data = path.read_bytes()
     # pydicom warns (rather than raises) about truncation and about values that break their VR's
     # rules; the first is a rejection, the second concerns fields a bookmark never carries.
@@ -236,18 +153,18 @@ def _read(path: Path, source: str) -> Dataset:
         try:
             ds = pydicom.dcmread(BytesIO(data))
         except InvalidDicomError:
-            raise _fail(
+            raise report_rejection(
                 source, "not a DICOM file (no 'DICM' marker after the 128-byte preamble)"
             ) from None
         except Exception as exc:  # pydicom raises many types on truncated or corrupt input
-            raise _fail(
-                source, f"cannot be read as DICOM: truncated or corrupt ({_first_line(exc)})"
+            raise report_rejection(
+                source, f"cannot be read as DICOM: truncated or corrupt ({first_line(exc)})"
             ) from exc
         cut = truncation(ds, caught, len(data))
         if cut is not None:
-            raise _fail(source, f"truncated: {cut}")
+            raise report_rejection(source, f"truncated: {cut}")
         if len(ds) == 0:
-            raise _fail(
+            raise report_rejection(
                 source, "truncated: the file holds no data set after its file meta information"
             )
         try:
@@ -255,8 +172,8 @@ def _read(path: Path, source: str) -> Dataset:
             # reported here as the file's fault, not later as a puzzling group error.
             ds.walk(lambda _ds, _elem: None)
         except Exception as exc:
-            raise _fail(
-                source, f"cannot be read as DICOM: truncated or corrupt ({_first_line(exc)})"
+            raise report_rejection(
+                source, f"cannot be read as DICOM: truncated or corrupt ({first_line(exc)})"
             ) from exc
     return ds
 
@@ -264,16 +181,18 @@ def _read(path: Path, source: str) -> Dataset:
 def _check_report(ds: Dataset, source: str) -> None:
     sop_class = str(ds.get("SOPClassUID", "") or "")
     if not sop_class:
-        raise _fail(source, "no SOP Class UID: truncated, or not a DICOM object", "SOPClassUID")
-    if sop_class not in _SR_SOP_CLASSES:
-        raise _fail(
+        raise report_rejection(
+            source, "no SOP Class UID: truncated, or not a DICOM object", "SOPClassUID"
+        )
+    if sop_class not in SR_SOP_CLASSES:
+        raise report_rejection(
             source,
             f"SOP class {UID(sop_class).name} is not a structured report; expected a TID 1500 "
             "measurement report (Enhanced, Comprehensive or Comprehensive 3D SR)",
             "SOPClassUID",
         )
-    title = _raw_key(ds)
-    if title != _REPORT or ds.get("ValueType") != "CONTAINER":
+    title = raw_concept_key(ds)
+    if title != REPORT or ds.get("ValueType") != "CONTAINER":
         names = ds.get("ConceptNameCodeSequence")
         shown = (
             f"'{names[0].get('CodeMeaning', '')}' ({names[0].get('CodeValue', '')}, "
@@ -281,14 +200,14 @@ def _check_report(ds: Dataset, source: str) -> None:
             if names
             else "missing (truncated?)"
         )
-        raise _fail(
+        raise report_rejection(
             source,
             f"not a TID 1500 measurement report: the document title is {shown}, expected "
             "'Imaging Measurement Report' (126000, DCM)",
             "ConceptNameCodeSequence",
         )
     if "ContentSequence" not in ds:
-        raise _fail(source, "the report has no content (truncated?)", "ContentSequence")
+        raise report_rejection(source, "the report has no content (truncated?)", "ContentSequence")
 
 
 _TIME = re.compile(r"^(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?$")
@@ -333,112 +252,60 @@ def study_datetime_iso(study_date: str, study_time: str) -> str | None:
     return when.isoformat()
 
 
-def _study_datetime(ds: Dataset, source: str) -> str | None:
+def _study_datetime(ds: Dataset, source: str, limits: InputLimits) -> str | None:
     try:
-        return study_datetime_iso(
+        when = study_datetime_iso(
             str(ds.get("StudyDate", "") or ""), str(ds.get("StudyTime", "") or "")
         )
     except ValueError as exc:
-        raise _fail(
+        raise report_rejection(
             source,
             f"{exc}; the study date and time order a patient's studies",
             "StudyTime" if str(exc).startswith("StudyTime") else "StudyDate",
         ) from exc
-
-
-def _evidence(ds: Dataset) -> dict[str, tuple[str, str]]:
-    """Series and study UID of each SOP instance the report lists as evidence."""
-    found: dict[str, tuple[str, str]] = {}
-    for name in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence"):
-        for study in ds.get(name) or []:
-            for series in study.get("ReferencedSeriesSequence") or []:
-                for sop in series.get("ReferencedSOPSequence") or []:
-                    uid = str(sop.get("ReferencedSOPInstanceUID", "") or "")
-                    if uid:
-                        found.setdefault(
-                            uid,
-                            (
-                                str(series.get("SeriesInstanceUID", "") or ""),
-                                str(study.get("StudyInstanceUID", "") or ""),
-                            ),
-                        )
-    return found
-
-
-def _groups(ds: Dataset, source: str) -> list[Dataset]:
-    groups: list[Dataset] = []
-    for item in ds.ContentSequence:
-        if _raw_key(item) == _IMAGING_MEASUREMENTS and item.get("ValueType") == "CONTAINER":
-            groups.extend(
-                g
-                for g in item.get("ContentSequence") or []
-                if _raw_key(g) == _MEASUREMENT_GROUP and g.get("ValueType") == "CONTAINER"
+    if when is not None:
+        implausible = limits.date_problem(date.fromisoformat(when[:10]))
+        if implausible is not None:
+            raise report_rejection(
+                source,
+                f"{implausible}; the study date orders a patient's studies",
+                "StudyDate",
+                DATE_RANGE,
             )
-    if not groups:
-        raise _fail(
-            source,
-            "the report has no measurement groups: expected 'Measurement Group' (125007, DCM) "
-            "containers in its 'Imaging Measurements' (126010, DCM) container",
-            "ContentSequence",
-        )
-    return groups
+    return when
 
 
-def _standard_meaning(concept: Any) -> str | None:
-    """The code meaning when it comes from a standard vocabulary, else None (maybe free text)."""
-    if concept is None:
-        return None
-    scheme = str(concept.scheme_designator)
-    if scheme not in STANDARD_SCHEMES:
-        return None
-    meaning = str(concept.meaning).strip()
-    return meaning or None
+def _stated_lengths(item: Dataset) -> list[tuple[str, float]]:
+    """Every value a raw NUM content item states, as written: NumericValue and, when present,
+    FloatingPointValue. highdicom rebuilds a NUM from the float alone, so a NaN, negative or zero
+    NumericValue beside a good float would pass unseen if only its value were read."""
+    values: list[tuple[str, float]] = []
+    for measured in item.get("MeasuredValueSequence") or []:
+        for keyword in ("NumericValue", "FloatingPointValue"):
+            raw = measured.get(keyword)
+            if raw is None or str(raw).strip() == "":
+                continue
+            try:
+                values.append((keyword, float(str(raw).strip())))
+            except ValueError:
+                values.append((keyword, math.nan))
+    return values
 
 
-def _image_of(item: Any) -> _ImageRef | None:
-    """The IMAGE a content item was selected from (its child), or None."""
-    for child in item.get("ContentSequence") or []:
-        if getattr(child, "value_type", None) == hd.sr.ValueTypeValues.IMAGE:
-            return _image_item_ref(child)
-    return None
-
-
-def _image_item_ref(item: Any) -> _ImageRef:
-    frames = item.referenced_frame_numbers
-    if frames is not None and len(frames) > 1:
-        raise _Skip(f"the image reference names {len(frames)} frames {frames}; expected one")
-    return _ImageRef(str(item.referenced_sop_instance_uid), frames[0] if frames else None)
-
-
-def _line(scoord: Any) -> tuple[tuple[float, float, float, float] | None, str]:
-    """Endpoints of a 2-point POLYLINE, and a description of the graphic for reasons."""
-    points = scoord.value
-    kind = str(scoord.GraphicType)
-    if kind == "POLYLINE" and len(points) == 2:
-        (x1, y1), (x2, y2) = points
-        ends = (float(x1), float(y1), float(x2), float(y2))
-        if all(math.isfinite(v) for v in ends):
-            return ends, "2-point POLYLINE"
-    return None, f"{kind} of {len(points)} point(s)"
-
-
-def _volumetric(group: Any) -> list[str]:
-    """What marks a group as volumetric (segment references, volumes), for the skip reason."""
-    marks = []
-    for item in group[0].ContentSequence:
-        key = _key(item.name)
-        if key in _VOLUMETRIC_REFERENCES or key in _VOLUME_CONCEPTS:
-            marks.append(str(item.name.meaning))
-        elif item.value_type == hd.sr.ValueTypeValues.SCOORD3D:
-            marks.append(f"3D coordinates ({item.name.meaning})")
-    return marks
-
-
-def _describe(measurements: list[Any]) -> str:
-    if not measurements:
-        return "no measurement (NUM)"
-    shown = [f"{m.name.meaning} [{m.unit.value}]" for m in measurements]
-    return "only " + ", ".join(shown)
+def _check_stated_lengths(items: Any) -> None:
+    """Refuse the group when a length NUM anywhere in it states a value that is not a positive
+    finite number (rule ``length_not_positive``), before highdicom reads it."""
+    for item in items or []:
+        role = LENGTH_CONCEPTS.get(raw_concept_key(item) or ("", ""))
+        if role is not None and item.get("ValueType") == "NUM":
+            for keyword, stated in _stated_lengths(item):
+                if not math.isfinite(stated) or stated <= 0.0:
+                    raise SkipGroup(
+                        f"stated length {stated:g} ({keyword}) is not a positive finite length",
+                        role,
+                        LENGTH_NOT_POSITIVE,
+                    )
+        _check_stated_lengths(item.get("ContentSequence"))
 
 
 class _ReportReader:
@@ -450,13 +317,15 @@ class _ReportReader:
         source: str,
         ct_index: Mapping[str, CTImage] | None,
         allow_missing_images: bool,
+        limits: InputLimits = DEFAULT_LIMITS,
     ) -> None:
         self.source = source
+        self.limits = limits
         self.ct_index = ct_index if ct_index is not None else {}
         self.allow_missing = allow_missing_images
         self.patient_key = str(ds.get("PatientID", "") or "").strip()
         if not self.patient_key:
-            raise _fail(
+            raise report_rejection(
                 source,
                 "PatientID is empty: a bookmark must belong to a patient, and the patient's "
                 "later studies join it by this identifier",
@@ -464,9 +333,9 @@ class _ReportReader:
             )
         self.study_key = str(ds.get("StudyInstanceUID", "") or "").strip()
         if not self.study_key:
-            raise _fail(source, "StudyInstanceUID is empty", "StudyInstanceUID")
-        self.study_datetime = _study_datetime(ds, source)
-        self.evidence = _evidence(ds)
+            raise report_rejection(source, "StudyInstanceUID is empty", "StudyInstanceUID")
+        self.study_datetime = _study_datetime(ds, source, limits)
+        self.evidence = evidence_of(ds)
 
     def read(self, groups: list[Dataset]) -> MeasurementReportResult:
         bookmarks: list[Bookmark] = []
@@ -475,52 +344,56 @@ class _ReportReader:
             where = f"measurement group {number}"
             try:
                 bookmarks.append(self._group(number, raw))
-            except _Skip as skip:
+            except SkipGroup as skip:
                 column = where if skip.field is None else f"{where}, {skip.field}"
-                skipped.append(Problem(self.source, None, column, skip.reason))
+                skipped.append(Problem(self.source, None, column, skip.reason, skip.rule))
             except Exception as exc:  # content highdicom parsed but that breaks its own rules
-                reason = f"cannot be read ({_first_line(exc)})"
+                reason = f"cannot be read ({first_line(exc)})"
                 skipped.append(Problem(self.source, None, where, reason))
         if not bookmarks:
-            raise InvalidInputError(skipped, outcome=_OUTCOME)
+            raise InvalidInputError(skipped, outcome=OUTCOME)
         return MeasurementReportResult(tuple(bookmarks), tuple(skipped))
 
     def _group(self, number: int, raw: Dataset) -> Bookmark:
+        _check_stated_lengths(raw.get("ContentSequence"))
         try:
             group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations.from_sequence([raw])
             measurements = group.get_measurements()
             axes_by_role: dict[str, list[Any]] = {}
             for m in measurements:
-                role = LENGTH_CONCEPTS.get(_key(m.name))
+                role = LENGTH_CONCEPTS.get(concept_key(m.name))
                 if role is not None:
                     axes_by_role.setdefault(role, []).append(m)
-        except _Skip:
+        except SkipGroup:
             raise
         except Exception as exc:  # highdicom/pydicom raise many types on malformed content
-            raise _Skip(
-                f"cannot be parsed as a TID 1500 measurement group ({_first_line(exc)})"
+            raise SkipGroup(
+                f"cannot be parsed as a TID 1500 measurement group ({first_line(exc)})"
             ) from exc
 
         if not axes_by_role:
-            marks = _volumetric(group)
+            marks = volumetric_references(group)
             if marks:
-                raise _Skip(
+                raise SkipGroup(
                     f"volumetric measurement group ({', '.join(dict.fromkeys(marks))}); LesionKG "
                     "reads planar lengths only: Long Axis, Short Axis, Length or Diameter"
                 )
-            raise _Skip(
-                f"not a planar length measurement: the group holds {_describe(measurements)}; "
+            held = describe_measurements(measurements)
+            raise SkipGroup(
+                f"not a planar length measurement: the group holds {held}; "
                 "expected Long Axis (with Short Axis), Length or Diameter"
             )
         # The long axis of a bookmark is the Long Axis, else a Length, else a Diameter.
         long_role = next((r for r in (LONG_AXIS, LENGTH, DIAMETER) if r in axes_by_role), None)
         if long_role is None:
-            raise _Skip("a Short Axis without a Long Axis; expected both", SHORT_AXIS)
+            raise SkipGroup("a Short Axis without a Long Axis; expected both", SHORT_AXIS)
         for role in (long_role, SHORT_AXIS):
             if len(axes_by_role.get(role, [])) > 1:
-                raise _Skip(f"{len(axes_by_role[role])} '{role}' measurements; expected one", role)
+                raise SkipGroup(
+                    f"{len(axes_by_role[role])} '{role}' measurements; expected one", role
+                )
         if SHORT_AXIS in axes_by_role and long_role != LONG_AXIS:
-            raise _Skip(f"a Short Axis beside a {long_role} but no Long Axis", SHORT_AXIS)
+            raise SkipGroup(f"a Short Axis beside a {long_role} but no Long Axis", SHORT_AXIS)
 
         roi = self._group_roi(group)
         group_images = self._group_images(group, roi)
@@ -534,13 +407,13 @@ class _ReportReader:
         )
         for axis in (long_axis, short_axis):
             if axis is not None:
-                _check_unit(axis)
+                check_unit(axis)
         image_ref = long_axis.image
         if short_axis is not None and short_axis.image is not None:
             if image_ref is None:
                 image_ref = short_axis.image
             elif short_axis.image != image_ref:
-                raise _Skip(
+                raise SkipGroup(
                     f"the long and short axes are on different images ({image_ref.uid} frame "
                     f"{image_ref.frame}, {short_axis.image.uid} frame {short_axis.image.frame}); "
                     "RECIST axes are measured on one slice",
@@ -549,8 +422,8 @@ class _ReportReader:
         image = self._image(image_ref, long_axis, short_axis)
         long_mm = self._mm(long_axis, image)
         short_mm = self._mm(short_axis, image) if short_axis is not None else None
-        if short_mm is not None and short_mm > long_mm * (1.0 + _AXES_TOLERANCE):
-            raise _Skip(
+        if short_mm is not None and short_mm > long_mm * (1.0 + AXES_TOLERANCE):
+            raise SkipGroup(
                 f"the short axis ({short_mm:.4g} mm) is longer than the long axis "
                 f"({long_mm:.4g} mm); expected long >= short",
                 SHORT_AXIS,
@@ -575,9 +448,9 @@ class _ReportReader:
             long_axis_px=long_axis.endpoints,
             short_axis_px=short_axis.endpoints if short_axis is not None else None,
             pixel_spacing_mm=image.pixel_spacing_mm if image is not None else None,
-            finding=_standard_meaning(group.finding_type),
-            finding_site=_standard_meaning(site),
-            coarse_type=_SITE_COARSE_TYPE.get(_key(site)) if site is not None else None,
+            finding=standard_meaning(group.finding_type),
+            finding_site=standard_meaning(site),
+            coarse_type=SITE_COARSE_TYPE.get(concept_key(site)) if site is not None else None,
             tracking_id=group.tracking_identifier or None,
             tracking_uid=str(tracking_uid) if tracking_uid else None,
             location=None,
@@ -588,24 +461,24 @@ class _ReportReader:
         try:
             roi = group.roi
         except Exception as exc:  # a malformed region: say so rather than guess
-            raise _Skip(f"its Image Region cannot be parsed ({_first_line(exc)})") from exc
+            raise SkipGroup(f"its Image Region cannot be parsed ({first_line(exc)})") from exc
         # A 3D region (SCOORD3D) has no pixel coordinates to measure on.
         return roi if roi is not None and roi.value_type == hd.sr.ValueTypeValues.SCOORD else None
 
     @staticmethod
-    def _group_images(group: Any, roi: Any) -> list[_ImageRef]:
+    def _group_images(group: Any, roi: Any) -> list[SRImageRef]:
         """Images the group as a whole refers to: its region's source, its source images."""
-        found: list[_ImageRef] = []
+        found: list[SRImageRef] = []
         if roi is not None:
-            ref = _image_of(roi)
+            ref = image_of(roi)
             if ref is not None:
                 found.append(ref)
         for item in group[0].ContentSequence:
             if (
                 item.value_type == hd.sr.ValueTypeValues.IMAGE
-                and _key(item.name) not in _SEGMENT_IMAGE_NAMES
+                and concept_key(item.name) not in SEGMENT_IMAGE_NAMES
             ):
-                found.append(_image_item_ref(item))
+                found.append(image_item_ref(item))
         return list(dict.fromkeys(found))
 
     def _axis(
@@ -613,9 +486,9 @@ class _ReportReader:
         role: str,
         measurement: Any,
         roi: Any,
-        group_images: list[_ImageRef],
+        group_images: list[SRImageRef],
         sole_measurement: bool,
-    ) -> _Axis:
+    ) -> MeasuredAxis:
         try:
             value = float(measurement.value)
             unit = measurement.unit
@@ -625,30 +498,30 @@ class _ReportReader:
                 if c.value_type == hd.sr.ValueTypeValues.SCOORD
             ]
             sources = measurement.referenced_images
-        except _Skip:
+        except SkipGroup:
             raise
         except Exception as exc:
-            raise _Skip(f"cannot be parsed ({_first_line(exc)})", role) from exc
+            raise SkipGroup(f"cannot be parsed ({first_line(exc)})", role) from exc
         if not math.isfinite(value) or value <= 0.0:
-            raise _Skip(f"value {value} is not a positive length", role)
+            raise SkipGroup(f"value {value} is not a positive length", role, LENGTH_NOT_POSITIVE)
         endpoints: tuple[float, float, float, float] | None = None
         graphic: str | None = None
-        image: _ImageRef | None = None
+        image: SRImageRef | None = None
         if coordinates:
-            endpoints, graphic = _line(coordinates[0])
-            image = _image_of(coordinates[0])
+            endpoints, graphic = polyline_endpoints(coordinates[0])
+            image = image_of(coordinates[0])
         elif roi is not None and sole_measurement:
             # The group's region is this measurement's graphic only when nothing else is measured.
-            endpoints, graphic = _line(roi)
-            image = _image_of(roi)
+            endpoints, graphic = polyline_endpoints(roi)
+            image = image_of(roi)
         if image is None and sources:
-            image = _image_item_ref(sources[0])
+            image = image_item_ref(sources[0])
         if image is None and group_images:
             if len(group_images) > 1:
                 uids = ", ".join(i.uid for i in group_images)
-                raise _Skip(f"the group refers to several images ({uids}); expected one", role)
+                raise SkipGroup(f"the group refers to several images ({uids}); expected one", role)
             image = group_images[0]
-        return _Axis(
+        return MeasuredAxis(
             role=role,
             value=value,
             unit_code=str(unit.value),
@@ -660,11 +533,11 @@ class _ReportReader:
         )
 
     def _image(
-        self, ref: _ImageRef | None, long_axis: _Axis, short_axis: _Axis | None
+        self, ref: SRImageRef | None, long_axis: MeasuredAxis, short_axis: MeasuredAxis | None
     ) -> CTImage | None:
         """The referenced CT image, checked against the report; None only when allowed."""
         axes = [a for a in (long_axis, short_axis) if a is not None]
-        unitless = [a for a in axes if _unitless(a)]
+        unitless = [a for a in axes if is_unitless(a)]
         if ref is None or ref.uid not in self.ct_index:
             missing = (
                 "the group names no image"
@@ -673,14 +546,14 @@ class _ReportReader:
             )
             if unitless:
                 a = unitless[0]
-                raise _Skip(
-                    f"{missing}, and its unit {_unit_text(a)} is unitless: the length in mm can "
+                raise SkipGroup(
+                    f"{missing}, and its unit {unit_text(a)} is unitless: the length in mm can "
                     "only be recomputed from the graphic and that image's pixel spacing "
                     "(allow_missing_images cannot help: without the image there is no spacing)",
                     a.role,
                 )
             if not self.allow_missing:
-                raise _Skip(
+                raise SkipGroup(
                     f"{missing}; give the image among the inputs, or allow missing images to "
                     "import the measurement without image-derived fields"
                 )
@@ -688,17 +561,17 @@ class _ReportReader:
             return None
         image = self.ct_index[ref.uid]
         if image.patient_id and image.patient_id != self.patient_key:
-            raise _Skip(
+            raise SkipGroup(
                 f"the referenced CT image {ref.uid} belongs to another patient (its PatientID "
                 "differs from the report's)"
             )
         if image.study_instance_uid != self.study_key:
-            raise _Skip(
+            raise SkipGroup(
                 f"the referenced CT image {ref.uid} belongs to study {image.study_instance_uid}, "
                 f"not to the report's study {self.study_key}; the study date would be wrong"
             )
         if ref.frame is not None and not 1 <= ref.frame <= image.number_of_frames:
-            raise _Skip(
+            raise SkipGroup(
                 f"frame {ref.frame} of CT image {ref.uid} does not exist: it has "
                 f"{image.number_of_frames} frame(s)"
             )
@@ -706,34 +579,35 @@ class _ReportReader:
             if a.endpoints is None:
                 continue
             x1, y1, x2, y2 = a.endpoints
-            xs_ok = all(-_EDGE_PX <= x <= image.columns + _EDGE_PX for x in (x1, x2))
-            ys_ok = all(-_EDGE_PX <= y <= image.rows + _EDGE_PX for y in (y1, y2))
+            xs_ok = all(-EDGE_PX <= x <= image.columns + EDGE_PX for x in (x1, x2))
+            ys_ok = all(-EDGE_PX <= y <= image.rows + EDGE_PX for y in (y1, y2))
             if not (xs_ok and ys_ok):
-                raise _Skip(
+                raise SkipGroup(
                     f"graphic {a.endpoints} lies outside the referenced image ({image.columns} "
                     f"columns x {image.rows} rows): wrong image reference?",
                     a.role,
+                    OUTSIDE_IMAGE,
                 )
         return image
 
-    def _check_evidence_study(self, ref: _ImageRef | None) -> None:
+    def _check_evidence_study(self, ref: SRImageRef | None) -> None:
         if ref is None:
             return
         study = self.evidence.get(ref.uid, ("", ""))[1]
         if study and study != self.study_key:
-            raise _Skip(
+            raise SkipGroup(
                 f"the referenced image {ref.uid} belongs to study {study} (the report's evidence), "
                 f"not to the report's study {self.study_key}; the study date would be wrong"
             )
 
     @staticmethod
-    def _mm(axis: _Axis, image: CTImage | None) -> float:
-        if _length_unit(axis):
+    def _mm(axis: MeasuredAxis, image: CTImage | None) -> float:
+        if has_length_unit(axis):
             return axis.value * UNIT_MM[axis.unit_code]
         if image is None or axis.endpoints is None:
             # _image rejects unitless axes without an image, so only the graphic can be missing.
-            raise _Skip(
-                f"unit {_unit_text(axis)} is unitless and the length cannot be recomputed: "
+            raise SkipGroup(
+                f"unit {unit_text(axis)} is unitless and the length cannot be recomputed: "
                 f"its graphic is {axis.graphic or 'missing'}, expected a 2-point POLYLINE",
                 axis.role,
             )
@@ -741,44 +615,8 @@ class _ReportReader:
         sx, sy = image.pixel_spacing_mm
         length = math.hypot((x2 - x1) * sx, (y2 - y1) * sy)
         if length <= 0.0:
-            raise _Skip("the 2-point POLYLINE has zero length", axis.role)
+            raise SkipGroup("the 2-point POLYLINE has zero length", axis.role)
         return length
-
-
-def _length_unit(axis: _Axis) -> bool:
-    return axis.unit_scheme == "UCUM" and axis.unit_code in UNIT_MM
-
-
-def _check_unit(axis: _Axis) -> None:
-    """Reject a unit that is neither a length nor unitless, before asking for the image."""
-    if not _length_unit(axis) and not _unitless(axis):
-        raise _Skip(
-            f"unit {_unit_text(axis)} {_unit_kind(axis)}; expected a UCUM length unit "
-            f"({', '.join(UNIT_MM)}), or unitless with a 2-point POLYLINE and the image",
-            axis.role,
-        )
-
-
-def _unitless(axis: _Axis) -> bool:
-    # UCUM "1" is the unity; a bare annotation such as "{pixels}" also means 1.
-    return axis.unit_code == "1" or re.fullmatch(r"\{[^}]*\}", axis.unit_code) is not None
-
-
-def _unit_text(axis: _Axis) -> str:
-    return f"'{axis.unit_code}' ({axis.unit_scheme}, meaning '{axis.unit_meaning}')"
-
-
-def _unit_kind(axis: _Axis) -> str:
-    code = axis.unit_code
-    if code in UNIT_MM:
-        return f"is coded in {axis.unit_scheme}, not UCUM"
-    if re.fullmatch(r"(mm|cm|um|m)2", code):
-        return "is an area, not a length"
-    if re.fullmatch(r"(mm|cm|um|m)3|ml|mL|l|L", code):
-        return "is a volume, not a length"
-    if code == "[hnsf'U]":
-        return "is Hounsfield units, not a length"
-    return "is not a length unit"
 
 
 def read_measurement_report(
@@ -786,6 +624,7 @@ def read_measurement_report(
     ct_index: Mapping[str, CTImage] | None = None,
     *,
     allow_missing_images: bool = False,
+    limits: InputLimits | None = None,
 ) -> MeasurementReportResult:
     """Read the planar length measurements of one TID 1500 DICOM SR file as bookmarks.
 
@@ -795,17 +634,20 @@ def read_measurement_report(
     groups; raises :class:`~lesionkg.core.errors.InvalidInputError` when the file is not a readable
     TID 1500 report, lacks PatientID or StudyInstanceUID, has a malformed study date, or no group
     gives a bookmark (then every group's reason is listed). Problems have ``line=None`` and name
-    the place in ``column`` (e.g. ``"measurement group 2, Long Axis"``).
+    the place in ``column`` (e.g. ``"measurement group 2, Long Axis"``). ``limits`` (default
+    :data:`~lesionkg.core.limits.DEFAULT_LIMITS`): a study date before 1900 or in the future
+    refuses the report (rule ``date_range``); a stated length that is NaN, negative or zero
+    (``length_not_positive``) or a graphic off the image (``outside_image``) skips its group.
     """
     file = Path(path)
     source = str(file)
     ds = _read(file, source)
     try:
         _check_report(ds, source)
-        groups = _groups(ds, source)
-        reader = _ReportReader(ds, source, ct_index, allow_missing_images)
+        groups = measurement_groups(ds, source)
+        reader = _ReportReader(ds, source, ct_index, allow_missing_images, limits or DEFAULT_LIMITS)
     except InvalidInputError:
         raise
     except Exception as exc:  # values are decoded lazily: a corrupt header fails only here
-        raise _fail(source, f"malformed DICOM header ({_first_line(exc)})") from exc
+        raise report_rejection(source, f"malformed DICOM header ({first_line(exc)})") from exc
     return reader.read(groups)

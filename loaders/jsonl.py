@@ -86,12 +86,35 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pydicom
+
 from lesionkg.core.errors import InvalidInputError, Problem
+from lesionkg.core.limits import (
+    DATE_RANGE,
+    DEFAULT_LIMITS,
+    FIELD_SIZE,
+    FILE_SIZE,
+    JSON_DEPTH,
+    LINE_SIZE,
+    NOT_FINITE,
+    OUTSIDE_IMAGE,
+    SPACING_RANGE,
+    InputLimits,
+)
 from lesionkg.core.pseudonym import lesion_key
 from lesionkg.core.records import COARSE_TYPES, Bookmark, ImageRef
+from lesionkg.loaders.ct import dicom_pixels_refusal
+from lesionkg.loaders.guards import (
+    Refusal,
+    json_depth_refusal,
+    png_refusal,
+    read_png_info,
+    regular_file_refusal,
+)
 
 __all__ = [
     "FIELDS",
@@ -133,7 +156,20 @@ _SHOWN_CHARS = 60
 
 
 class _FieldError(ValueError):
-    """A field's value is unusable; the message is the reason."""
+    """A field's value is unusable; the message is the reason, ``rule`` names a limit or
+    plausibility rule (:mod:`lesionkg.core.limits`) when one refused it."""
+
+    def __init__(self, reason: str, rule: str | None = None) -> None:
+        super().__init__(reason)
+        self.rule = rule
+
+
+@dataclass(frozen=True, slots=True)
+class _ImageCheck:
+    """What checking one image file gave: why it is refused, and its width and height."""
+
+    refusal: Refusal | None
+    size_px: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,21 +215,26 @@ def _identifier(value: Any) -> str:
     )
 
 
-def _study_time(value: Any) -> str:
+def _study_time(value: Any, limits: InputLimits = DEFAULT_LIMITS) -> str:
     if not isinstance(value, str):
         raise _FieldError(f"expected an ISO 8601 date or date and time string, got {_show(value)}")
     text = value.strip()
+    when: date
     try:
-        return date.fromisoformat(text).isoformat()
+        when = date.fromisoformat(text)
     except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text).isoformat()
-    except ValueError:
-        raise _FieldError(
-            'expected an ISO 8601 date or date and time ("2024-03-01", '
-            f'"2024-03-01T10:22:00"), got {_show(value)}'
-        ) from None
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            raise _FieldError(
+                'expected an ISO 8601 date or date and time ("2024-03-01", '
+                f'"2024-03-01T10:22:00"), got {_show(value)}'
+            ) from None
+    day = when.date() if isinstance(when, datetime) else when
+    implausible = limits.date_problem(day)
+    if implausible is not None:
+        raise _FieldError(implausible, DATE_RANGE)
+    return when.isoformat()
 
 
 def _numbers(value: Any, names: str, unit: str) -> tuple[float, ...]:
@@ -209,7 +250,9 @@ def _numbers(value: Any, names: str, unit: str) -> tuple[float, ...]:
             raise _FieldError(f"{expected}, got {_show(value)} (item {i + 1} is {_kind(item)})")
         # Python's json reads NaN and Infinity, and overflows 1e999 to inf.
         if not math.isfinite(item):
-            raise _FieldError(f"{expected}, got {_show(value)} (item {i + 1} is not finite)")
+            raise _FieldError(
+                f"{expected}, got {_show(value)} (item {i + 1} is not finite)", NOT_FINITE
+            )
     return tuple(float(v) for v in value)
 
 
@@ -224,10 +267,13 @@ def _endpoints(value: Any) -> tuple[float, float, float, float]:
     return x1, y1, x2, y2
 
 
-def _spacing(value: Any) -> tuple[float, float]:
+def _spacing(value: Any, limits: InputLimits = DEFAULT_LIMITS) -> tuple[float, float]:
     sx, sy = _numbers(value, "x, y", "mm per pixel")
     if not (sx > 0.0 and sy > 0.0):
         raise _FieldError(f"expected pixel spacings > 0 mm, got {_show(value)}")
+    implausible = limits.spacing_problem((sx, sy), "pixel spacing")
+    if implausible is not None:
+        raise _FieldError(implausible, SPACING_RANGE)
     return sx, sy
 
 
@@ -257,29 +303,67 @@ def _coarse_type(value: Any) -> int:
     )
 
 
-def _image_problem(path: Path) -> str | None:
-    """Why ``path`` is not a usable key slice image, or None when it is one."""
+def _image_check(path: Path, limits: InputLimits) -> _ImageCheck:
+    """Why ``path`` is not a usable key slice image (``refusal`` None when it is one), and its
+    size when known."""
+    refusal = regular_file_refusal(path)
+    if refusal is not None:
+        return _ImageCheck(Refusal(f"image {path} {refusal.reason}", refusal.rule))
     try:
         with open(path, "rb") as f:
             head = f.read(132)
     except FileNotFoundError:
-        return f"image not found: {path} (--allow-missing-images imports it without the image)"
+        return _refused_image(
+            f"image not found: {path} (--allow-missing-images imports it without the image)"
+        )
     except IsADirectoryError:
-        return f"image {path} is a directory, expected a PNG or DICOM file"
+        return _refused_image(f"image {path} is a directory, expected a PNG or DICOM file")
     except OSError as exc:
-        return f"image {path} cannot be read ({exc.strerror})"
+        return _refused_image(f"image {path} cannot be read ({exc.strerror})")
     if head.startswith(_PNG_SIGNATURE):
         # IHDR is always the first chunk: bit depth at byte 24, colour type at byte 25. An 8-bit
         # or colour PNG holds no HU values, and would be read as garbage.
-        if len(head) >= 26 and head[12:16] == b"IHDR" and head[24] == 16 and head[25] == _PNG_GRAY:
-            return None
-        return (
-            f"image {path} is a PNG but not 16-bit grayscale: expected DeepLesion's convention "
-            "(HU + 32768 in a 16-bit grayscale PNG)"
-        )
+        if not (
+            len(head) >= 26 and head[12:16] == b"IHDR" and head[24] == 16 and head[25] == _PNG_GRAY
+        ):
+            return _refused_image(
+                f"image {path} is a PNG but not 16-bit grayscale: expected DeepLesion's "
+                "convention (HU + 32768 in a 16-bit grayscale PNG)"
+            )
+        # The whole file is checked now (size from the header first, then every chunk): a PNG
+        # cut after a valid header would otherwise fail when its pixels are first read, halfway
+        # through the import, after other lines were written.
+        try:
+            refusal = png_refusal(path, limits)
+        except OSError as exc:
+            return _refused_image(f"image {path} cannot be read ({exc.strerror})")
+        if refusal is not None:
+            return _ImageCheck(Refusal(f"image {path}: {refusal.reason}", refusal.rule))
+        info = read_png_info(head)
+        assert info is not None  # png_refusal read the same header
+        return _ImageCheck(None, (info.width, info.height))
     if head[128:132] == b"DICM":
-        return None
-    return f"image {path} is neither a PNG nor a DICOM file (no PNG signature, no DICM preamble)"
+        return _dicom_check(path, limits)
+    return _refused_image(
+        f"image {path} is neither a PNG nor a DICOM file (no PNG signature, no DICM preamble)"
+    )
+
+
+def _refused_image(reason: str) -> _ImageCheck:
+    return _ImageCheck(Refusal(reason, None))
+
+
+def _dicom_check(path: Path, limits: InputLimits) -> _ImageCheck:
+    """The pixel limit and the size of a DICOM key slice, from its header only."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        refusal = dicom_pixels_refusal(ds, limits)
+        size = (int(ds.Columns), int(ds.Rows))
+    except Exception:  # pydicom raises many types; an unreadable header was accepted before
+        return _ImageCheck(None)
+    if refusal is not None:
+        return _ImageCheck(Refusal(f"image {path}: {refusal.reason}", refusal.rule))
+    return _ImageCheck(None, size)
 
 
 # --- lines ----------------------------------------------------------------------------------------
@@ -309,33 +393,46 @@ def _object_pairs(pairs: list[tuple[str, Any]]) -> _Object:
     obj = _Object(pairs)
     if len(obj) < len(pairs):
         seen: set[str] = set()
-        obj.repeated = tuple(k for k, _ in pairs if k in seen or seen.add(k))
+        repeated: list[str] = []
+        for k, _ in pairs:
+            if k in seen:
+                repeated.append(k)
+            seen.add(k)
+        obj.repeated = tuple(repeated)
     return obj
 
 
 class _Reader:
     """Checks one file's lines; collects every problem and the bookmarks of the good lines."""
 
-    def __init__(self, source: str, allow_missing_images: bool) -> None:
+    def __init__(self, source: str, allow_missing_images: bool, limits: InputLimits) -> None:
         self.source = source
         self.folder = Path(os.path.abspath(source)).parent
         self.allow_missing_images = allow_missing_images
+        self.limits = limits
         self.problems: list[Problem] = []
         self.bookmarks: list[Bookmark] = []
         self._keys: dict[tuple[str, ...], int] = {}
         self._studies: dict[tuple[str, str], _Earlier] = {}
-        self._images: dict[Path, str | None] = {}
+        self._images: dict[Path, _ImageCheck] = {}
         self.syntax_errors = 0
 
-    def problem(self, line: int, field: str | None, reason: str) -> None:
-        self.problems.append(Problem(self.source, line, field, reason))
+    def problem(self, line: int, field: str | None, reason: str, rule: str | None = None) -> None:
+        self.problems.append(Problem(self.source, line, field, reason, rule))
 
     def read_line(self, line: int, text: str) -> None:
+        refusal = json_depth_refusal(text, self.limits)
+        if refusal is not None:
+            self.problem(line, None, refusal.reason, refusal.rule)
+            return
         try:
             obj = json.loads(text, object_pairs_hook=_object_pairs)
         except json.JSONDecodeError as exc:
             self.syntax_errors += 1
             self.problem(line, None, f"invalid JSON: {exc.msg} at character {exc.colno}")
+            return
+        except RecursionError:  # pragma: no cover (the depth check runs first)
+            self.problem(line, None, "JSON nested too deep to decode", JSON_DEPTH)
             return
         if not isinstance(obj, dict):
             self.problem(line, None, f"expected a JSON object (one bookmark), got {_kind(obj)}")
@@ -352,10 +449,18 @@ class _Reader:
                 self.problem(line, name, "missing" if name not in obj else "missing (null)")
                 return _BAD
             return None
+        if isinstance(value, str) and len(value) > self.limits.field_chars:
+            self.problem(
+                line,
+                name,
+                f"{len(value):,} characters, more than the limit of {self.limits.field_chars:,}",
+                FIELD_SIZE,
+            )
+            return _BAD
         try:
             return convert(value)
         except _FieldError as exc:
-            self.problem(line, name, str(exc))
+            self.problem(line, name, str(exc), exc.rule)
             return _BAD
 
     def _check_object(self, line: int, obj: dict[str, Any]) -> None:
@@ -372,12 +477,12 @@ class _Reader:
                 )
         patient = self._field(line, obj, "patient", _identifier)
         study = self._field(line, obj, "study", _identifier)
-        study_time = self._field(line, obj, "study_time", _study_time)
+        study_time = self._field(line, obj, "study_time", partial(_study_time, limits=self.limits))
         series = self._field(line, obj, "series", _identifier)
         image = self._field(line, obj, "image", self._image)
         long_px = self._field(line, obj, "long_axis_px", _endpoints)
         short_px = self._field(line, obj, "short_axis_px", _endpoints)
-        spacing = self._field(line, obj, "spacing_mm", _spacing)
+        spacing = self._field(line, obj, "spacing_mm", partial(_spacing, limits=self.limits))
         coarse_type = self._field(line, obj, "type", _coarse_type)
         location = self._field(line, obj, "location", _location)
         tracking_uid = self._field(line, obj, "tracking_uid", _identifier)
@@ -397,8 +502,14 @@ class _Reader:
                 f"the short axis ({short_mm:.2f} mm) is longer than the long axis "
                 f"({long_mm:.2f} mm); were the two swapped?",
             )
+        if image not in (_BAD, None):
+            self._check_inside(
+                line, image, (("long_axis_px", long_px), ("short_axis_px", short_px))
+            )
         if len(self.problems) > before:
             return
+        # long_axis_px and spacing_mm are required: without a problem both were read
+        assert long_mm is not None
 
         bookmark = Bookmark(
             source=self.source,
@@ -450,24 +561,51 @@ class _Reader:
         # abspath, not resolve(): the path stays the one the export named, symlinks included.
         path = Path(os.path.abspath(self.folder / value.strip()))
         if path not in self._images:
-            self._images[path] = _image_problem(path)
-        reason = self._images[path]
-        if reason is not None and not (self.allow_missing_images and not path.exists()):
-            raise _FieldError(reason)
+            self._images[path] = _image_check(path, self.limits)
+        refusal = self._images[path].refusal
+        if refusal is not None and not (self.allow_missing_images and not path.exists()):
+            raise _FieldError(refusal.reason, refusal.rule)
         return ImageRef(path=str(path))
+
+    def _check_inside(self, line: int, image: ImageRef, axes: tuple[tuple[str, Any], ...]) -> None:
+        """Axis endpoints must lie on the image, when its size is known."""
+        assert image.path is not None  # JSON Lines images are paths
+        check = self._images.get(Path(image.path))
+        if check is None or check.size_px is None:
+            return
+        width, height = check.size_px
+        for name, points in axes:
+            if points in (_BAD, None):
+                continue
+            outside = self.limits.outside_image(points, width, height)
+            if outside is not None:
+                self.problem(line, name, outside, OUTSIDE_IMAGE)
 
 
 # --- file -----------------------------------------------------------------------------------------
 
 
-def _refused(source: str, reason: str, line: int | None = None) -> InvalidInputError:
-    return InvalidInputError([Problem(source, line, None, reason)], outcome=OUTCOME)
+def _refused(
+    source: str, reason: str, line: int | None = None, *, rule: str | None = None
+) -> InvalidInputError:
+    return InvalidInputError([Problem(source, line, None, reason, rule)], outcome=OUTCOME)
 
 
-def _lines(source: str) -> list[tuple[int, str]]:
-    """``(line, text)`` of every non-blank line; file-level problems raise."""
+def _lines(source: str, limits: InputLimits) -> tuple[list[tuple[int, str]], list[Problem]]:
+    """``(line, text)`` of every non-blank line, and the problems of lines too long to read;
+    file-level problems raise."""
+    refusal = regular_file_refusal(source)
+    if refusal is not None:
+        raise _refused(source, refusal.reason, rule=refusal.rule)
     try:
         with open(source, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limits.file_bytes:
+                raise _refused(
+                    source,
+                    f"file of {size:,} bytes exceeds the limit of {limits.file_bytes:,} bytes",
+                    rule=FILE_SIZE,
+                )
             data = f.read()
     except FileNotFoundError:
         raise _refused(source, "file not found") from None
@@ -478,7 +616,19 @@ def _lines(source: str) -> list[tuple[int, str]]:
     if not data:
         raise _refused(source, "file is empty (0 bytes); expected one JSON bookmark per line")
     lines: list[tuple[int, str]] = []
+    too_long: list[Problem] = []
     for number, raw in enumerate(data.split(b"\n"), start=1):
+        if len(raw) > limits.line_bytes:
+            too_long.append(
+                Problem(
+                    source,
+                    number,
+                    None,
+                    f"line of {len(raw):,} bytes exceeds the limit of {limits.line_bytes:,} bytes",
+                    LINE_SIZE,
+                )
+            )
+            continue
         if b"\0" in raw:
             raise _refused(
                 source,
@@ -497,6 +647,8 @@ def _lines(source: str) -> list[tuple[int, str]]:
             ) from None
         if text.strip():
             lines.append((number, text))
+    if not lines and too_long:
+        raise InvalidInputError(too_long, outcome=OUTCOME)
     if not lines:
         raise _refused(source, "no bookmarks: the file holds only blank lines")
     first_line, first_text = lines[0]
@@ -507,11 +659,14 @@ def _lines(source: str) -> list[tuple[int, str]]:
             "(e.g. jq -c '.[]' bookmarks.json > bookmarks.jsonl)",
             first_line,
         )
-    return lines
+    return lines, too_long
 
 
 def read_jsonl_bookmarks(
-    path: str | os.PathLike[str], *, allow_missing_images: bool = False
+    path: str | os.PathLike[str],
+    *,
+    allow_missing_images: bool = False,
+    limits: InputLimits | None = None,
 ) -> list[Bookmark]:
     """Every bookmark of a JSON Lines file (format in the module documentation), in file order.
 
@@ -520,24 +675,32 @@ def read_jsonl_bookmarks(
     any, so that nothing of a bad file is imported. ``allow_missing_images`` accepts image paths
     that do not exist (the bookmark keeps the path; the caller imports it without image-derived
     fields); an image that exists must still be a 16-bit grayscale PNG or a DICOM file.
+    ``limits`` (default :data:`~lesionkg.core.limits.DEFAULT_LIMITS`) bounds the file, line and
+    field sizes, the JSON depth and the image size, and sets the plausibility rules; a problem
+    found by one of them names its ``rule``.
     """
     source = os.fspath(path)
-    reader = _Reader(source, allow_missing_images)
-    lines = _lines(source)
+    limits = limits if limits is not None else DEFAULT_LIMITS
+    reader = _Reader(source, allow_missing_images, limits)
+    lines, too_long = _lines(source, limits)
+    reader.problems.extend(too_long)
     for number, text in lines:
         reader.read_line(number, text)
     if reader.syntax_errors:
-        _refuse_whole_document(source, "\n".join(text for _, text in lines))
+        _refuse_whole_document(source, "\n".join(text for _, text in lines), limits)
     if reader.problems:
+        reader.problems.sort(key=lambda p: p.line or 0)
         raise InvalidInputError(reader.problems, outcome=OUTCOME)
     return reader.bookmarks
 
 
-def _refuse_whole_document(source: str, text: str) -> None:
+def _refuse_whole_document(source: str, text: str, limits: InputLimits) -> None:
     """Name the real mistake when the file is one JSON document spread over many lines."""
+    if json_depth_refusal(text, limits) is not None:
+        return  # the lines' own problems stand; a document this deep is not worth naming
     try:
         document = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return
     raise _refused(
         source,

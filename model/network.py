@@ -61,7 +61,8 @@ def vgg16_features(backbone: str = "vgg16_bn") -> tuple[nn.Sequential, dict[str,
     for layer in features:  # torchvision's own VGG initialisation
         if isinstance(layer, nn.Conv2d):
             nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(layer.bias)
+            if layer.bias is not None:  # make_layers gives every convolution a bias
+                nn.init.zeros_(layer.bias)
         elif isinstance(layer, nn.BatchNorm2d):
             nn.init.ones_(layer.weight)
             nn.init.zeros_(layer.bias)

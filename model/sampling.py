@@ -1,4 +1,4 @@
-"""Sequential sampling of five-lesion sequences, the sequential triplet loss, and pseudo-labels.
+"""Sequential sampling of five-lesion sequences, and pseudo-labels for unlabelled lesions.
 
 After Yan et al. (CVPR 2018), section 3.2. Clinical similarity is hierarchical: lesions of one
 coarse type are more alike than lesions of different types; within a type, nearby body locations
@@ -10,8 +10,8 @@ sequence ``(A, B, C, D, E)`` encodes that order for an anchor A:
 - D: same type, farther from A than B and C;
 - E: another type.
 
-The loss asks the embedding distance to A to grow along the sequence:
-``sum_i max(0, d(A, S_i) - d(A, S_{i+1}) + margin)`` over ``S = (B, C, D, E)``.
+The loss (:func:`lesionkg.model.losses.sequential_triplet_loss`) asks the embedding distance to
+A to grow along the sequence.
 
 Location (DeepLesion's normalised x, y, z) and size (long and short axis, mm) are each divided by
 their maximum over the data set, so every dimension lies in [0, 1] and none dominates by its unit.
@@ -110,17 +110,6 @@ class SequenceSampler:
         others = self._labelled[self.types[self._labelled] != self.types[a]]
         e = rng.choice(others)
         return np.array([a, b, c, d, e], dtype=np.int64)
-
-
-def sequential_triplet_loss(embeddings: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
-    """Mean over sequences of the summed hinge on consecutive members.
-
-    ``embeddings (n, 5, D)``: anchor then B, C, D, E. Distances are Euclidean.
-    """
-    anchor = embeddings[:, :1]
-    dist = torch.linalg.vector_norm(embeddings[:, 1:] - anchor, dim=2)  # (n, 4)
-    hinge = torch.relu(dist[:, :-1] - dist[:, 1:] + margin)
-    return hinge.sum(dim=1).mean()
 
 
 def pseudo_label(

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lesionkg.core.errors import InvalidInputError, ModelError
+from lesionkg.core.errors import InvalidInputError, ModelError, Problem
 from lesionkg.core.records import SPLITS, LesionRecord
 from lesionkg.loaders.deeplesion import RejectedRow, parse_dl_info
 from lesionkg.loaders.images import find_key_slice
@@ -37,14 +37,10 @@ from lesionkg.model.checkpoint import (
 )
 from lesionkg.model.device import resolve_device
 from lesionkg.model.embedder import KIND
+from lesionkg.model.losses import sequential_triplet_loss
 from lesionkg.model.network import LesionEmbedder, NetworkConfig, load_backbone_weights
-from lesionkg.model.sampling import (
-    SamplerConfig,
-    SequenceSampler,
-    pseudo_label,
-    refine_types,
-    sequential_triplet_loss,
-)
+from lesionkg.model.plots import plot_triplet_loss
+from lesionkg.model.sampling import SamplerConfig, SequenceSampler, pseudo_label, refine_types
 from lesionkg.model.transforms import InputConfig, LesionImage
 
 TRAINING_STATE_FILE = "training_state.pt"
@@ -148,7 +144,8 @@ def read_training_rows(csv_path: Path, splits: Sequence[str] | None = None) -> l
     wanted = set(splits) if splits is not None else None
     if wanted is not None and not wanted <= set(SPLITS.values()):
         raise ModelError(f"unknown split(s) {sorted(wanted - set(SPLITS.values()))}")
-    records, problems = [], []
+    records: list[LesionRecord] = []
+    problems: list[Problem] = []
     for item in parse_dl_info(csv_path):
         if isinstance(item, RejectedRow):
             problems.extend(item.problems)
@@ -171,6 +168,16 @@ class TrainResult:
     lesions: int
     without_image: int
     device: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "out_dir": str(self.out_dir)}
+
+    def describe(self) -> str:
+        return (
+            f"trained {self.steps} steps on {self.lesions} lesions ({self.without_image} rows "
+            f"without image left out) in {self.seconds:.0f} s on {self.device}; "
+            f"final loss {self.final_loss:.4f}\nmodel {self.sha256} -> {self.out_dir}"
+        )
 
 
 @dataclass
@@ -227,30 +234,6 @@ def _embed_cache(net: LesionEmbedder, cache: _Cache, device: torch.device) -> np
     ]
     net.train()
     return torch.cat(parts).numpy()
-
-
-def _plot_loss(history: list[float], boundaries: list[int], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
-    steps = np.arange(1, len(history) + 1)
-    ax.plot(steps, history, lw=0.6, alpha=0.4, label="loss per step")
-    window = max(1, len(history) // 20)
-    if len(history) >= window:
-        smooth = np.convolve(history, np.ones(window) / window, mode="valid")
-        ax.plot(steps[window - 1 :], smooth, lw=1.6, label=f"mean of {window} steps")
-    for b in boundaries:
-        ax.axvline(b, color="grey", ls=":", lw=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("sequential triplet loss")
-    ax.set_title("LesionKG triplet network training")
-    ax.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def _optimizer(net: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -361,7 +344,7 @@ def train(
             out_dir / TRAINING_STATE_FILE,
         )
         boundaries = [r["step"] for r in metrics["rounds"]]
-        _plot_loss(metrics["loss"], boundaries, out_dir / LOSS_CURVE_FILE)
+        plot_triplet_loss(metrics["loss"], boundaries, out_dir / LOSS_CURVE_FILE)
         return digest
 
     while step < config.steps:
@@ -412,11 +395,6 @@ def _result(
         without_image=len(data.without_image),
         device=str(dev),
     )
-
-
-def describe(result: TrainResult) -> dict[str, Any]:
-    """``result`` as plain JSON."""
-    return {**asdict(result), "out_dir": str(result.out_dir)}
 
 
 def train_from_csv(

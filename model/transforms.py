@@ -22,6 +22,7 @@ crop (``roi="crop"``: the lesion's surroundings), ready for
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from lesionkg.core.errors import ModelError
+from lesionkg.core.limits import DEFAULT_LIMITS, IMAGE_PIXELS, InputLimits
+from lesionkg.loaders.guards import read_png_info
 
 HU_OFFSET = 32768
 AIR_HU = -1024.0
@@ -40,10 +43,29 @@ IMAGENET_GREY_MEAN = 0.449
 IMAGENET_GREY_STD = 0.226
 
 
-def read_hu_png(path: Path) -> np.ndarray:
-    """A DeepLesion 16-bit PNG as HU, ``float32 (H, W)``."""
+def read_hu_png(path: Path, limits: InputLimits | None = None) -> np.ndarray:
+    """A DeepLesion 16-bit PNG as HU, ``float32 (H, W)``.
+
+    The pixel count is checked from the header, before decoding, against ``limits.image_pixels``
+    (default :data:`~lesionkg.core.limits.DEFAULT_LIMITS`): a 10,000 x 10,000 PNG would take
+    3 GB as int32 pixels.
+    """
+    limits = limits if limits is not None else DEFAULT_LIMITS
     try:
-        with Image.open(path) as img:
+        with open(path, "rb") as f:
+            # A PNG's size is in its first 33 bytes: checked before Pillow sees the file, whose
+            # own guard would refuse a 15,000 x 15,000 image in its own words.
+            info = read_png_info(f.read(33))
+        if info is not None:
+            _check_pixels(path, info.width, info.height, limits)
+        with warnings.catch_warnings():
+            # Pillow warns (on stderr) about images above its own bound; the limit below is
+            # lower and says so as an error.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            # Image.open reads the header only; nothing is decoded before this check.
+            _check_pixels(path, *img.size, limits)
             if img.mode not in SIXTEEN_BIT_MODES:
                 raise ModelError(
                     f"{path}: image mode {img.mode!r}, expected a 16-bit grey PNG (HU + 32768)"
@@ -51,9 +73,22 @@ def read_hu_png(path: Path) -> np.ndarray:
             pixels = np.asarray(img, dtype=np.int32)
     except FileNotFoundError as exc:
         raise ModelError(f"{path}: image not found") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except Image.DecompressionBombError as exc:
+        # Pillow's own guard, raised by Image.open beyond twice its MAX_IMAGE_PIXELS
+        raise ModelError(
+            f"{path}: image too large to decode ({exc}) (rule {IMAGE_PIXELS})"
+        ) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ModelError(f"{path}: not a readable PNG: {exc}") from exc
     return (pixels - HU_OFFSET).astype(np.float32)
+
+
+def _check_pixels(path: Path, width: int, height: int, limits: InputLimits) -> None:
+    if width * height > limits.image_pixels:
+        raise ModelError(
+            f"{path}: image of {width} x {height} = {width * height:,} pixels exceeds "
+            f"the limit of {limits.image_pixels:,} pixels (rule {IMAGE_PIXELS})"
+        )
 
 
 def neighbour_path(key_path: Path, file_name: str, offset: int) -> Path:

@@ -26,6 +26,16 @@ TRAIN_CSV = DEEPLESION / "dl_info" / "DL_info_train_partial.csv"
 DICOM = REPO.parent / "shared" / "data" / "dicom"
 DATABASE = "neo4j"
 MISSING_HINT = "(the tests read ../shared/data/deeplesion beside the checkout, in place)"
+#: the fixtures that start or use the real Neo4j; a test needing any of them, directly or through
+#: other fixtures, is marked ``neo4j`` (so ``-m "not neo4j"`` never starts the server)
+NEO4J_FIXTURES = frozenset({"neo4j_instance", "settings", "driver"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        # fixturenames is the closure: every fixture the test needs, however indirectly.
+        if NEO4J_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.neo4j)
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,10 @@ class DatabaseError(LesionKGError):
     """A Neo4j statement failed or the database is unreachable."""
 
 
+class DatabaseUnavailableError(DatabaseError):
+    """Neo4j is unreachable, restarting or briefly busy: the same work may succeed if tried again."""
+
+
 class QueryError(LesionKGError):
     """A named query or an ad-hoc Cypher statement is unknown, malformed or given bad parameters."""
 
@@ -35,12 +39,15 @@ class Problem:
 
     ``line`` is the 1-based physical line where the record starts (the header is line 1 of a CSV);
     ``column`` the column name, or ``None`` when the problem concerns the whole record or file.
+    ``rule`` the stable name of the input limit or plausibility rule that refused it
+    (:mod:`lesionkg.core.limits`, ``docs/input-limits.md``), ``None`` for other problems.
     """
 
     source: str
     line: int | None
     column: str | None
     reason: str
+    rule: str | None = None
 
     def __str__(self) -> str:
         where = self.source
@@ -48,7 +55,8 @@ class Problem:
             where += f", line {self.line}"
         if self.column is not None:
             where += f", column {self.column}"
-        return f"{where}: {self.reason}"
+        rule = f" (rule {self.rule})" if self.rule is not None else ""
+        return f"{where}: {self.reason}{rule}"
 
 
 class InvalidInputError(LesionKGError):

@@ -155,3 +155,7 @@ class Bookmark:
     location: tuple[float, float, float] | None = None
     #: display window min, max, HU, when the source gives it (tells a lung-window reading)
     window_hu: tuple[float, float] | None = None
+    #: the long axis recomputed from its endpoints and the referenced image's pixel spacing, mm;
+    #: set only when it disagrees with the stated ``long_axis_mm`` beyond the reader's tolerance
+    #: (the stated length is kept: readers calibrate, images get re-exported)
+    recomputed_long_axis_mm: float | None = None

@@ -58,8 +58,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 #: at most this many target lesions in all, and per organ (RECIST 1.1, section 4.2)
 MAX_TARGETS = 5
@@ -130,6 +130,12 @@ class ResponseReport:
     targets: tuple[str, ...]
     studies: tuple[StudyResponse, ...]
     target_lesions: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return describe_response(self)
 
 
 def _at_least(value: float, threshold: float) -> bool:

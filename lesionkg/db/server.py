@@ -2,52 +2,81 @@
 
 The server is the official Neo4j distribution's own entry point (``org.neo4j.server.
 CommunityEntryPoint``) run from the ``org.neo4j:neo4j`` and ``org.neo4j:neo4j-bolt`` jars on
-Maven Central, fetched once with Maven into a cache shared by every instance. One *instance* is one
-data directory:
+Maven Central, fetched once with Maven into a cache shared by every instance, and with
+``org.neo4j.client:neo4j-browser`` on the classpath so that the HTTP connector serves Neo4j
+Browser at ``/browser/``. One *instance* is one data directory:
 
-    DATA_DIR/instance.json   port, user and the generated password (mode 0600)
+    DATA_DIR/instance.json   ports, user and the generated password (mode 0600)
     DATA_DIR/conf/neo4j.conf written on every start from the options given
     DATA_DIR/data/           the store
     DATA_DIR/logs/           neo4j.log, debug.log, console.log
     DATA_DIR/run/neo4j.pid
 
-It listens on 127.0.0.1 only, Bolt only (no HTTP connector: nothing here needs it).
+It listens on 127.0.0.1 only: Bolt, and HTTP for Neo4j Browser unless ``browser=False``.
+
+Secrets and files: the generated password never appears in a process's arguments or
+environment (``neo4j-admin dbms set-initial-password`` reads it from its standard input through
+picocli's ``@file`` expansion, ``@/dev/stdin``); the data directory and everything in it is private
+to the user (directories 0700, files 0600; the server and the admin tool run with umask 077).
+``LOAD CSV`` can read neither local files (``dbms.security.allow_csv_import_from_file_urls``) nor
+any network address (``internal.dbms.cypher_ip_blocklist`` holds every IPv4 and IPv6 address).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import logging
 import os
 import re
 import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from lesionkg.config.instance import Instance, instance_file, read_instance, write_private
 from lesionkg.config.paths import cache_dir
 from lesionkg.core.errors import ServerError
 
+log = logging.getLogger(__name__)
+
 #: The one place the Neo4j version is pinned (docker-compose.yml's image tag is checked against it).
 NEO4J_VERSION = "5.26.25"
+#: Neo4j Browser as published on Maven Central (org.neo4j.client:neo4j-browser).
+BROWSER_VERSION = "5.24.0"
 MIN_JAVA = 17
+#: The HTTP port tried first for Neo4j Browser when none is given.
+DEFAULT_HTTP_PORT = 7474
+#: Where ``:play`` guides may come from: the lesion explorer (``lesionkg serve``) on its default
+#: address. Neo4j Browser compares the scheme and host name only, never the port.
+DEFAULT_GUIDE_HOSTS: tuple[str, ...] = ("http://127.0.0.1:8000",)
+#: The LesionKG guide for Neo4j Browser (``:play``), package data of ``lesionkg.cypher``; the lesion
+#: explorer serves it at ``/guide/lesionkg.html``.
+GUIDE_RESOURCE = ("guide", "lesionkg.html")
+#: ``LOAD CSV`` may reach no address at all: every IPv4 and every IPv6 network.
+_BLOCK_ALL_IPS = "0.0.0.0/0,::/0"
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
-  <groupId>lesionkg.local</groupId><artifactId>neo4j-server</artifactId><version>1</version>
+  <groupId>lesionkg.local</groupId><artifactId>{name}</artifactId><version>1</version>
   <dependencies>
-    <dependency><groupId>org.neo4j</groupId><artifactId>neo4j</artifactId>
-      <version>{v}</version></dependency>
-    <dependency><groupId>org.neo4j</groupId><artifactId>neo4j-bolt</artifactId>
-      <version>{v}</version></dependency>
+{dependencies}
   </dependencies>
 </project>
 """
+
+_DEPENDENCY = (
+    "    <dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>"
+    "<version>{version}</version></dependency>"
+)
 
 # The JVM flags Neo4j's own launcher adds by default, minus the GC log and debug ones.
 _JVM_FLAGS = [
@@ -65,6 +94,9 @@ _JVM_FLAGS = [
     "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
 ]
 
+#: Files and folders the server and the admin tool create are private to the user.
+_UMASK = 0o077
+
 
 @dataclass(frozen=True, slots=True)
 class ServerStatus:
@@ -73,6 +105,31 @@ class ServerStatus:
     pid: int | None
     uri: str | None
     version: str
+    browser_url: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "running": self.running,
+            "pid": self.pid,
+            "uri": self.uri,
+            "browser_url": self.browser_url,
+            "version": self.version,
+            "data_dir": str(self.data_dir),
+        }
+
+    def describe(self) -> str:
+        state = f"running at {self.uri} (pid {self.pid})" if self.running else "not running"
+        browser = (
+            f"; Neo4j Browser at {self.browser_url}" if self.running and self.browser_url else ""
+        )
+        return f"Neo4j {self.version}: {state}{browser}; data in {self.data_dir}"
+
+
+def guide_html() -> str:
+    """The LesionKG Browser guide: HTML slides with runnable queries, for ``:play URL``."""
+    from importlib.resources import files
+
+    return files("lesionkg.cypher").joinpath(*GUIDE_RESOURCE).read_text(encoding="utf-8")
 
 
 def _pid_file(data_dir: Path) -> Path:
@@ -99,9 +156,20 @@ def check_java() -> str:
     return java
 
 
-def install(cache: Path | None = None) -> Path:
-    """Fetch the Neo4j jars with Maven once; returns the folder of jars (the classpath)."""
-    root = (cache or cache_dir()) / f"neo4j-{NEO4J_VERSION}"
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created if missing), so concurrent fetches take turns."""
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _fetch(root: Path, what: str, artifacts: Sequence[tuple[str, str, str]]) -> Path:
+    """Fetch ``artifacts`` (group, artifact, version) and their runtime dependencies with Maven
+    once into ``root/lib``; returns that folder."""
     lib = root / "lib"
     done = root / ".complete"
     if done.exists():
@@ -109,31 +177,60 @@ def install(cache: Path | None = None) -> Path:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise ServerError(
-            f"Maven (mvn) not found: it fetches Neo4j {NEO4J_VERSION} from Maven Central once "
+            f"Maven (mvn) not found: it fetches {what} from Maven Central once "
             f"into {root} (apt-get install maven)"
         )
     root.mkdir(parents=True, exist_ok=True)
-    (root / "pom.xml").write_text(_POM.format(v=NEO4J_VERSION))
-    staging = root / "lib.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    cmd = [
-        mvn,
-        "-B",
-        "-q",
-        "-f",
-        str(root / "pom.xml"),
-        "dependency:copy-dependencies",
-        f"-DoutputDirectory={staging}",
-        "-DincludeScope=runtime",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr)[-2000:]
-        raise ServerError(f"Maven could not fetch Neo4j {NEO4J_VERSION}:\n{tail}")
-    shutil.rmtree(lib, ignore_errors=True)
-    staging.rename(lib)  # atomic: a half-fetched folder is never taken for a complete one
-    done.write_text(NEO4J_VERSION + "\n")
+    with _locked(root / ".lock"):
+        if done.exists():  # another process fetched it while this one waited
+            return lib
+        dependencies = "\n".join(
+            _DEPENDENCY.format(group=g, artifact=a, version=v) for g, a, v in artifacts
+        )
+        (root / "pom.xml").write_text(_POM.format(name=root.name, dependencies=dependencies))
+        staging = root / "lib.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        cmd = [
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(root / "pom.xml"),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={staging}",
+            "-DincludeScope=runtime",
+        ]
+        log.info("fetching %s from Maven Central into %s", what, root)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stdout + proc.stderr)[-2000:]
+            raise ServerError(f"Maven could not fetch {what}:\n{tail}")
+        shutil.rmtree(lib, ignore_errors=True)
+        staging.rename(lib)  # atomic: a half-fetched folder is never taken for a complete one
+        done.write_text(" ".join(":".join(a) for a in artifacts) + "\n")
     return lib
+
+
+def install(cache: Path | None = None) -> Path:
+    """Fetch the Neo4j jars with Maven once; returns the folder of jars (the classpath)."""
+    return _fetch(
+        (cache or cache_dir()) / f"neo4j-{NEO4J_VERSION}",
+        f"Neo4j {NEO4J_VERSION}",
+        [("org.neo4j", "neo4j", NEO4J_VERSION), ("org.neo4j", "neo4j-bolt", NEO4J_VERSION)],
+    )
+
+
+def install_browser(cache: Path | None = None) -> Path:
+    """Fetch the Neo4j Browser jar with Maven once; returns its folder (added to the classpath).
+
+    A folder of its own beside the server's jars, so that a cache filled before the Browser was
+    added is completed without touching the jars a running server reads.
+    """
+    return _fetch(
+        (cache or cache_dir()) / f"neo4j-browser-{BROWSER_VERSION}",
+        f"Neo4j Browser {BROWSER_VERSION}",
+        [("org.neo4j.client", "neo4j-browser", BROWSER_VERSION)],
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -145,8 +242,8 @@ def _pid_alive(pid: int) -> bool:
         return True
     # A zombie child of ours still "exists"; treat it as gone.
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.split(") ", 1)[1][0] != "Z"
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+        return stat_line.split(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return True
 
@@ -190,16 +287,65 @@ def _bolt_answers(instance: Instance, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def _write_conf(data_dir: Path, port: int, heap: str, pagecache: str) -> None:
+def guide_allowlist(hosts: Sequence[str]) -> str:
+    """The value of ``browser.remote_content_hostname_whitelist`` for guide addresses.
+
+    Neo4j Browser 5 allows a ``:play`` URL when its ``scheme://hostname`` (or bare hostname) is in
+    the list; it ignores ports and paths. So ``http://127.0.0.1:8000/guide`` becomes
+    ``http://127.0.0.1``. A bare host name is kept as it is (any scheme).
+    """
+    out: list[str] = []
+    for host in hosts:
+        text = host.strip()
+        if not text:
+            continue
+        if "://" in text:
+            parts = urlsplit(text)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ServerError(f"guide host {host!r}: expected http(s)://HOST[:PORT] or a host")
+            name = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+            entry = f"{parts.scheme}://{name}"
+        else:
+            if not re.fullmatch(r"[A-Za-z0-9.\-]+", text):
+                raise ServerError(f"guide host {host!r}: expected http(s)://HOST[:PORT] or a host")
+            entry = text
+        if entry not in out:
+            out.append(entry)
+    return ",".join(out)
+
+
+def _write_conf(
+    data_dir: Path,
+    port: int,
+    heap: str,
+    pagecache: str,
+    http_port: int | None,
+    guide_hosts: Sequence[str],
+) -> None:
     conf = data_dir / "conf"
-    conf.mkdir(parents=True, exist_ok=True)
-    (conf / "neo4j.conf").write_text(
+    _private_dir(conf)
+    if http_port is None:
+        http = "server.http.enabled=false\n"
+    else:
+        http = (
+            "server.http.enabled=true\n"
+            f"server.http.listen_address=127.0.0.1:{http_port}\n"
+            f"server.http.advertised_address=127.0.0.1:{http_port}\n"
+            # :play guides only from the lesion explorer (Neo4j Browser checks scheme and host).
+            f"browser.remote_content_hostname_whitelist={guide_allowlist(guide_hosts)}\n"
+            # Neo4j Browser reports no product usage (hospital networks are often closed).
+            "client.allow_telemetry=false\n"
+        )
+    write_private(
+        conf / "neo4j.conf",
         "# Written by 'lesionkg neo4j start' on every start; edit the options, not this file.\n"
         "server.default_listen_address=127.0.0.1\n"
         "server.default_advertised_address=127.0.0.1\n"
         f"server.bolt.listen_address=127.0.0.1:{port}\n"
+        # What the server tells clients (Neo4j Browser among them) to connect to: the real port.
+        f"server.bolt.advertised_address=127.0.0.1:{port}\n"
         "server.bolt.enabled=true\n"
-        "server.http.enabled=false\n"
+        f"{http}"
         "server.https.enabled=false\n"
         f"server.directories.data={data_dir / 'data'}\n"
         f"server.directories.logs={data_dir / 'logs'}\n"
@@ -210,22 +356,113 @@ def _write_conf(data_dir: Path, port: int, heap: str, pagecache: str) -> None:
         f"server.memory.heap.max_size={heap}\n"
         f"server.memory.pagecache.size={pagecache}\n"
         "dbms.usage_report.enabled=false\n"
+        # LOAD CSV reads neither local files nor any network address (no SSRF, no port probing).
+        "dbms.security.allow_csv_import_from_file_urls=false\n"
+        f"internal.dbms.cypher_ip_blocklist={_BLOCK_ALL_IPS}\n",
     )
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (and missing parents) with mode 0700; an existing one is set to 0700."""
+    missing = []
+    for p in [path, *path.parents]:
+        if p.exists():
+            break
+        missing.append(p)
+    for p in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            p.mkdir(mode=0o700)
+    os.chmod(path, 0o700)
+
+
+#: What an instance keeps in its data directory; only these are tightened by :func:`make_private`.
+_INSTANCE_ENTRIES = ("data", "logs", "run", "plugins", "import", "conf", "instance.json")
+
+
+def make_private(data_dir: Path) -> None:
+    """Make ``data_dir`` and the instance's entries in it private to the user: folders 0700, files
+    0600 (executable files 0700). Only the instance's own entries are walked (never other files of
+    a folder given as ``--data-dir``); entries owned by another user, and symlinks, are left alone.
+    """
+    uid = os.getuid()
+    _private_dir(data_dir)
+    for entry in _INSTANCE_ENTRIES:
+        top = data_dir / entry
+        paths = [str(top)]
+        if top.is_dir() and not top.is_symlink():
+            for root, dirs, files in os.walk(top):
+                paths += [os.path.join(root, name) for name in [*dirs, *files]]
+        for path in paths:
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if st.st_uid != uid or stat.S_ISLNK(st.st_mode):
+                continue
+            mode = stat.S_IMODE(st.st_mode)
+            wanted = 0o700 if stat.S_ISDIR(st.st_mode) or mode & 0o100 else 0o600
+            if mode != wanted:
+                os.chmod(path, wanted)
 
 
 def new_password() -> str:
     """A generated password of 32 hex digits (128 bits).
 
     Hex, not ``token_urlsafe``: a URL-safe token starts with ``-`` once in 64 draws, and
-    neo4j-admin then reads the password as an option and refuses to start.
+    neo4j-admin then reads the password as an option and refuses to start. Hex also needs no
+    quoting in the ``@file`` the admin tool reads it from.
     """
     return secrets.token_hex(16)
+
+
+def _set_initial_password(java: str, classpath: str, env: dict[str, str], password: str) -> None:
+    """Set the ``neo4j`` user's initial password with ``neo4j-admin`` (before the first start).
+
+    The password goes through the admin tool's standard input, never its arguments: picocli,
+    Neo4j's command-line parser, expands an argument ``@FILE`` to the words in FILE, and
+    ``@/dev/stdin`` makes FILE the pipe this process writes the password to. ``/proc/PID/cmdline``
+    then shows ``@/dev/stdin`` only, and no file ever holds the password but ``instance.json``.
+    """
+    cmd = [java, "-cp", classpath, "org.neo4j.cli.AdminTool", "dbms", "set-initial-password"]
+    proc = subprocess.run(
+        [*cmd, "@/dev/stdin"],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        umask=_UMASK,
+    )
+    if proc.returncode != 0:
+        out = (proc.stdout + proc.stderr).replace(password, "***")
+        raise ServerError(f"could not set the initial password:\n{out}")
+
+
+def _choose_http_port(wanted: int | None, recorded: int | None, bolt_port: int) -> int:
+    """The HTTP port: ``wanted`` if given (it must be free), else the instance's earlier one,
+    else 7474, else any free port."""
+    if wanted is not None:
+        if wanted == bolt_port or _port_in_use(wanted):
+            raise ServerError(
+                f"HTTP port {wanted} on 127.0.0.1 is already in use by another program; "
+                "choose another with --http-port (or leave it out for a free one)"
+            )
+        return wanted
+    for candidate in (recorded, DEFAULT_HTTP_PORT):
+        if candidate is not None and candidate != bolt_port and not _port_in_use(candidate):
+            return candidate
+    port = free_port()
+    while port == bolt_port:
+        port = free_port()
+    return port
 
 
 def start(
     data_dir: Path,
     port: int = 7687,
     *,
+    http_port: int | None = None,
+    browser: bool = True,
+    guide_hosts: Sequence[str] = DEFAULT_GUIDE_HOSTS,
     heap: str = "1g",
     pagecache: str = "512m",
     timeout_s: float = 120.0,
@@ -235,6 +472,11 @@ def start(
 
     The first start generates a password (stored 0600 in ``instance.json``); later starts reuse
     the instance's password. ``port`` is only honoured if the instance is not running yet.
+
+    With ``browser`` (the default) the HTTP connector serves Neo4j Browser on 127.0.0.1:
+    ``http_port`` if given (an error when taken), else the port of the instance's last start or
+    7474 when free, else any free port; the port is recorded in ``instance.json``
+    (``Instance.browser_url``). ``guide_hosts`` are the addresses ``:play`` may fetch guides from.
     """
     data_dir = Path(data_dir).resolve()
     instance = read_instance(data_dir)
@@ -247,43 +489,37 @@ def start(
     ):
         return instance
     java = check_java()
-    lib = install(cache)
-    if instance is not None and instance.port != port:
-        instance = Instance(data_dir, port, instance.username, instance.password)
+    classpath = f"{install(cache)}/*"
+    if browser:
+        classpath += f"{os.pathsep}{install_browser(cache)}/*"
     if _port_in_use(port):
         raise ServerError(
             f"port {port} on 127.0.0.1 is already in use by another program; "
             "choose another with --port"
         )
+    recorded_http = instance.http_port if instance is not None else None
+    chosen_http = _choose_http_port(http_port, recorded_http, port) if browser else None
+    # Private from the start, wherever the folder is (inside LESIONKG_HOME or not); files left by
+    # an earlier version with looser modes are tightened.
+    make_private(data_dir)
     for sub in ("data", "logs", "run", "plugins", "import"):
-        (data_dir / sub).mkdir(parents=True, exist_ok=True)
-    _write_conf(data_dir, port, heap, pagecache)
+        _private_dir(data_dir / sub)
+    _write_conf(data_dir, port, heap, pagecache, chosen_http, guide_hosts)
     env = {**os.environ, "NEO4J_HOME": str(data_dir), "NEO4J_CONF": str(data_dir / "conf")}
-    classpath = f"{lib}/*"
+    for secret in ("NEO4J_PASSWORD", "NEO4J_AUTH"):  # not the server's business
+        env.pop(secret, None)
     if instance is None:
         password = new_password()
-        proc = subprocess.run(
-            [
-                java,
-                "-cp",
-                classpath,
-                "org.neo4j.cli.AdminTool",
-                "dbms",
-                "set-initial-password",
-                password,
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        if proc.returncode != 0:
-            raise ServerError(f"could not set the initial password:\n{proc.stdout}{proc.stderr}")
-        instance = Instance(data_dir, port, "neo4j", password)
+        _set_initial_password(java, classpath, env, password)
+        instance = Instance(data_dir, port, "neo4j", password, chosen_http)
+    else:
+        instance = Instance(data_dir, port, instance.username, instance.password, chosen_http)
     write_private(
         instance_file(data_dir),
         json.dumps(
             {
                 "port": instance.port,
+                "http_port": instance.http_port,
                 "username": instance.username,
                 "password": instance.password,
                 "version": NEO4J_VERSION,
@@ -292,7 +528,9 @@ def start(
         )
         + "\n",
     )
-    console = open(data_dir / "logs" / "console.log", "ab")  # noqa: SIM115 (owned by the child)
+    console_fd = os.open(
+        data_dir / "logs" / "console.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+    )
     cmd = [
         java,
         f"-Xms{heap}",
@@ -304,17 +542,21 @@ def start(
         f"--home-dir={data_dir}",
         f"--config-dir={data_dir / 'conf'}",
     ]
-    child = subprocess.Popen(
-        cmd,
-        stdout=console,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        cwd=data_dir,
-        start_new_session=True,
-    )
-    console.close()
-    _pid_file(data_dir).write_text(f"{child.pid}\n")
+    try:
+        child = subprocess.Popen(
+            cmd,
+            stdout=console_fd,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=data_dir,
+            start_new_session=True,
+            umask=_UMASK,
+        )
+    finally:
+        os.close(console_fd)
+    write_private(_pid_file(data_dir), f"{child.pid}\n")
+    log.info("started Neo4j %s (pid %d) in %s", NEO4J_VERSION, child.pid, data_dir)
     if not _wait_for_bolt(instance, child.pid, data_dir, timeout_s, child):
         stop(data_dir)
         raise ServerError(
@@ -386,16 +628,27 @@ def status(data_dir: Path) -> ServerStatus:
     instance = read_instance(data_dir)
     pid = _read_pid(data_dir)
     running = pid is not None and instance is not None and _bolt_answers(instance)
-    return ServerStatus(data_dir, running, pid, instance.uri if instance else None, NEO4J_VERSION)
+    return ServerStatus(
+        data_dir,
+        running,
+        pid,
+        instance.uri if instance else None,
+        NEO4J_VERSION,
+        instance.browser_url if instance else None,
+    )
 
 
 def env_lines(instance: Instance, database: str = "neo4j") -> list[str]:
-    """Shell ``export`` lines that point Neo4j tools and LesionKG at ``instance``."""
+    """Shell ``export`` lines that point Neo4j tools and LesionKG at ``instance`` (and say where
+    its Neo4j Browser is, as ``NEO4J_BROWSER_URL``)."""
     import shlex
 
-    return [
+    lines = [
         f"export NEO4J_URI={instance.uri}",
         f"export NEO4J_USERNAME={instance.username}",
         f"export NEO4J_PASSWORD={shlex.quote(instance.password)}",
         f"export NEO4J_DATABASE={database}",
     ]
+    if instance.browser_url is not None:
+        lines.append(f"export NEO4J_BROWSER_URL={instance.browser_url}")
+    return lines

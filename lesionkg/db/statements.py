@@ -40,6 +40,14 @@ class Param:
     def required(self) -> bool:
         return self.default is None
 
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "default": self.default,
+            "description": self.description,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class QuerySpec:
@@ -50,6 +58,24 @@ class QuerySpec:
     params: tuple[Param, ...]
     example: str
     text: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """What ``lesionkg query --list --format json`` shows (the Cypher text left out)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "params": [p.as_dict() for p in self.params],
+            "example": self.example,
+        }
+
+    def describe(self) -> str:
+        lines = [f"{self.name}\n    {self.description}"]
+        for p in self.params:
+            default = "required" if p.required else f"default {p.default}"
+            lines.append(f"    --param {p.name}=<{p.type}>  ({default}) {p.description}")
+        if self.example:
+            lines.append(f"    e.g. {self.example}")
+        return "\n".join(lines)
 
 
 def _root():

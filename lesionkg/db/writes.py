@@ -6,11 +6,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from neo4j import Driver, ManagedTransaction
-from neo4j.exceptions import Neo4jError
+from neo4j import Driver
 
-from lesionkg.core.errors import DatabaseError
 from lesionkg.core.records import LesionRecord
+from lesionkg.db.driver import Tx, write_transaction
 from lesionkg.db.schema import NODE_LABELS
 from lesionkg.db.statements import statement
 
@@ -48,6 +47,17 @@ def lesion_props(
     return props
 
 
+def in_lock_order(lesion_rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``db/upsert_lesions`` rows sorted by type.
+
+    Concurrent batches all link lesions to the same 8 LesionType nodes; taking those locks in one
+    global order (by type) turns would-be deadlocks into short waits.
+    """
+    return sorted(
+        lesion_rows, key=lambda row: -1 if row["coarse_type"] is None else row["coarse_type"]
+    )
+
+
 @dataclass
 class WriteCounts:
     """Nodes created per label by one or more batches (the rest of those written existed)."""
@@ -61,9 +71,7 @@ class WriteCounts:
         self.relationships_created += other.relationships_created
 
 
-def _write_batch(
-    tx: ManagedTransaction, patients: list, studies: list, lesions: list
-) -> WriteCounts:
+def _write_batch(tx: Tx, patients: list, studies: list, lesions: list) -> WriteCounts:
     out = WriteCounts()
     for label, name, rows in (
         ("Patient", "db/upsert_patients", patients),
@@ -93,7 +101,7 @@ def write_lesions(
     """
     patients: dict[str, dict] = {}
     studies: dict[str, dict] = {}
-    lesions = []
+    lesions: list[dict[str, Any]] = []
     paths: Iterable[str | None] = image_paths if image_paths is not None else [None] * len(records)
     for rec, path in zip(records, paths, strict=True):
         patients.setdefault(
@@ -116,13 +124,10 @@ def write_lesions(
                 "props": lesion_props(rec, path, dataset),
             }
         )
-    # Concurrent batches all link lesions to the same 8 LesionType nodes; taking those locks in
-    # one global order (by type) turns would-be deadlocks into short waits.
-    lesions.sort(key=lambda row: -1 if row["coarse_type"] is None else row["coarse_type"])
-    try:
-        with driver.session(database=database) as session:
-            return session.execute_write(
-                _write_batch, list(patients.values()), list(studies.values()), lesions
-            )
-    except Neo4jError as exc:
-        raise DatabaseError(f"writing a batch of {len(records)} lesions failed: {exc}") from exc
+    ordered = in_lock_order(lesions)
+    return write_transaction(
+        driver,
+        database,
+        lambda tx: _write_batch(tx, list(patients.values()), list(studies.values()), ordered),
+        f"writing a batch of {len(records)} lesions",
+    )

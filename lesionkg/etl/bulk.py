@@ -14,11 +14,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from neo4j import Driver
 from tqdm import tqdm
 
-from lesionkg.core.errors import InvalidInputError, LesionKGError
+from lesionkg.core.errors import InvalidInputError, LesionKGError, Problem
 from lesionkg.core.records import LesionRecord
+from lesionkg.db.driver import Driver
 from lesionkg.db.schema import NODE_LABELS, apply_schema
 from lesionkg.db.writes import WriteCounts, write_lesions
 from lesionkg.loaders.deeplesion import RejectedRow, parse_dl_info, write_rejects
@@ -244,7 +244,7 @@ def marks_synthetic(meta: Path) -> bool:
 
 def _validate(csv_path: Path, progress: bool) -> int:
     """Parse the whole file once; raise with every problem, else return the row count."""
-    problems = []
+    problems: list[Problem] = []
     rows = 0
     with _bar("validating", None, progress) as bar:
         for item in parse_dl_info(csv_path):

@@ -9,10 +9,10 @@ Layout::
 An entry is taken once it has not changed (size and modification time of every file in it) for
 one poll, so a file still being copied is left alone; names starting with ``.`` or ending with
 ``.part``/``.tmp`` are ignored, so an exporter that writes under such a name and renames is taken
-at the next poll. Each entry is imported with :class:`lesionkg.etl.importer.Importer` (one transaction per
-file). When Neo4j stays unreachable through the retries, the entry stays in the inbox and is tried
-again at a later poll: it is not the entry's fault. Only one watcher may serve an inbox (a lock
-file, ``INBOX/.lesionkg-etl.lock``).
+at the next poll. Each entry is imported with :class:`lesionkg.etl.importer.Importer` (one
+transaction per file). When Neo4j stays unreachable through the retries, the entry stays in the
+inbox and is tried again at a later poll: it is not the entry's fault. Only one watcher may serve
+an inbox (a lock file, ``INBOX/.lesionkg-etl.lock``).
 
 The reason file holds the entry's name, when it was processed, and each file's outcome with its
 problems (file, line, field, reason). Problems can name DICOM UIDs; they are not hashed, because
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import sys
 import threading
@@ -32,23 +33,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from neo4j import Driver
-
 from lesionkg.core.errors import ConfigurationError, DatabaseError, LesionKGError
-from lesionkg.etl.importer import (
-    EtlOptions,
-    EtlSummary,
-    FileReport,
-    Importer,
-    file_kind,
-    input_files,
-)
+from lesionkg.db.driver import Driver
+from lesionkg.etl.discovery import file_kind, input_files
+from lesionkg.etl.importer import Importer
+from lesionkg.etl.options import EtlOptions
+from lesionkg.etl.report import EtlSummary, FileReport
 from lesionkg.loaders.ct import index_ct_images
 
 DONE = "done"
 QUARANTINE = "quarantine"
 LOCK = ".lesionkg-etl.lock"
 IGNORED_SUFFIXES = (".part", ".tmp", ".partial")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -241,7 +239,7 @@ def _handle(
     try:
         reports = process_entry(importer, entry, options)
     except DatabaseError as exc:
-        print(f"{entry.name}: {exc}; left in the inbox, tried again later", file=sys.stderr)
+        log.warning("%s: %s; left in the inbox, tried again later", entry.name, exc)
         return None
     except LesionKGError as exc:
         reports = [FileReport(str(entry), "entry", "rejected")]

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from neo4j import Driver
-
 from lesionkg.core.errors import QueryError
 from lesionkg.core.records import COARSE_TYPES
 from lesionkg.core.response import ResponseReport, TrackMeasurement, assess_response
+from lesionkg.db.driver import Driver
 from lesionkg.db.queries import run_cypher
 from lesionkg.db.statements import query, statement
 

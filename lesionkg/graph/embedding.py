@@ -17,14 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from neo4j import Driver
-from neo4j.exceptions import Neo4jError
 from tqdm import tqdm
 
-from lesionkg.core.errors import DatabaseError
-from lesionkg.db.driver import run_statement
+from lesionkg.db.driver import Driver, run_statement
 from lesionkg.db.schema import apply_schema
-from lesionkg.db.statements import statement
 from lesionkg.loaders.images import find_key_slice
 from lesionkg.model.embedder import Embedder
 from lesionkg.model.network import EMBEDDING_DIM
@@ -52,6 +48,13 @@ class EmbedSummary:
     def as_dict(self) -> dict:
         rate = self.embedded / self.seconds if self.seconds > 0 else 0.0
         return {**asdict(self), "lesions_per_s": round(rate, 1)}
+
+    def describe(self) -> str:
+        return (
+            f"embedded {self.embedded} of {self.lesions} lesions with model "
+            f"{self.model_sha256[:12]} in {self.seconds:.1f} s; {self.without_image} without "
+            f"image; matrix -> {self.matrix_path}"
+        )
 
 
 def _image_of(row: dict, images: Path | None) -> Path | None:
@@ -152,8 +155,9 @@ def embed_graph(
             if len(summary.without_image_examples) < 5:
                 summary.without_image_examples.append(row["lesion_id"])
             continue
-        box = tuple(float(v) for v in row["bbox"])
-        spacing = tuple(float(v) for v in row["spacing_mm"][:2])
+        x1, y1, x2, y2 = (float(v) for v in row["bbox"])
+        box = (x1, y1, x2, y2)
+        spacing = (float(row["spacing_mm"][0]), float(row["spacing_mm"][1]))
         todo.append(LesionImage(row["lesion_id"], row["file_name"], path, box, spacing))
 
     bar = tqdm(total=len(todo), desc="embed", unit="lesion", disable=not progress)
@@ -162,7 +166,6 @@ def embed_graph(
     ids = [lesion.lesion_id for lesion in todo]
     if todo:
         apply_schema(driver, database)
-        write = statement("graph/set_embeddings")
         for start in range(0, len(todo), WRITE_BATCH):
             batch = [
                 {"lesion_id": i, "embedding": v.tolist()}
@@ -172,17 +175,16 @@ def embed_graph(
                     strict=True,
                 )
             ]
-            try:
-                driver.execute_query(
-                    write,
-                    rows=batch,
-                    model_sha256=embedder.sha256,
-                    space=SPACE,
-                    dim=EMBEDDING_DIM,
-                    database_=database,
-                )
-            except Neo4jError as exc:
-                raise DatabaseError(f"writing embeddings failed: {exc}") from exc
+            run_statement(
+                driver,
+                database,
+                "graph/set_embeddings",
+                "writing embeddings",
+                rows=batch,
+                model_sha256=embedder.sha256,
+                space=SPACE,
+                dim=EMBEDDING_DIM,
+            )
     records = run_statement(
         driver,
         database,

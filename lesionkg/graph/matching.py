@@ -1,5 +1,5 @@
-"""Lesion tracks in the graph: run :mod:`lesionkg.core.matching` on the stored lesions, write the tracks,
-and score them against same-lesion pairs.
+"""Lesion tracks in the graph: run :mod:`lesionkg.core.matching` on the stored lesions, write the
+tracks, and score them against same-lesion pairs.
 
 Writes ``track_id`` on every lesion (singletons too) and ``(:Lesion)-[:FOLLOWED_BY {score,
 same_study, by}]->(:Lesion)`` between consecutive measurements of a track (``by``: "reader" when
@@ -11,7 +11,7 @@ halves of :func:`match_graph` directly::
 
     by_patient = read_match_lesions(tx, database, patient_ids)
     tracks = {pid: match_patient(lesions) for pid, lesions in by_patient.items()}
-    tx.run(statement("graph/write_tracks"), patients=track_rows(tracks))
+    run_in(tx, "graph/write_tracks", patients=track_rows(tracks))
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-from neo4j import Driver, ManagedTransaction, Transaction
 from tqdm import tqdm
 
 from lesionkg.core.errors import QueryError
@@ -39,9 +38,8 @@ from lesionkg.core.matching import (
     reader_agreement,
 )
 from lesionkg.core.metrics import MatchingScores, PairLesion, resolve_pair_lesion, score_matching
-from lesionkg.db.driver import run_statement
+from lesionkg.db.driver import Driver, Tx, run_in, run_statement
 from lesionkg.db.schema import apply_schema
-from lesionkg.db.statements import statement
 from lesionkg.loaders.pairs import read_same_lesion_pairs
 
 PATIENTS_PER_BATCH = 200
@@ -72,6 +70,22 @@ class MatchSummary:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def describe(self) -> str:
+        lines = [
+            f"matched {self.lesions} lesions of {self.patients} patients in "
+            f"{self.seconds:.1f} s: {self.tracks} tracks, {self.multi_tracks} with two or "
+            f"more measurements, {self.links} FOLLOWED_BY edges ({self.same_study_links} "
+            "between two series of one study)"
+        ]
+        if self.reader_links or self.reader_conflicts:
+            agreement = self.reader_agreement
+            lines.append(
+                f"{self.reader_links} links from reader tracking UIDs ({self.reader_conflicts} "
+                f"refused: one UID twice in one series); matching without the UIDs agrees on "
+                f"{agreement['agree']} of {agreement['pairs']} reader pairs"
+            )
+        return "\n".join(lines)
+
 
 def _match_lesion(r: Mapping[str, Any]) -> MatchLesion:
     """A :class:`MatchLesion` from a row of ``match_lesions`` (or ``tracked_lesions``, which has
@@ -91,7 +105,7 @@ def _match_lesion(r: Mapping[str, Any]) -> MatchLesion:
 
 
 def read_match_lesions(
-    driver: Driver | ManagedTransaction | Transaction,
+    driver: Driver | Tx,
     database: str,
     patient_ids: Sequence[str] | None,
 ) -> dict[str, list[MatchLesion]]:
@@ -117,7 +131,7 @@ def read_match_lesions(
             patient_ids=ids,
         )
     else:
-        rows = list(driver.run(statement("graph/match_lesions"), patient_ids=ids))
+        rows = run_in(driver, "graph/match_lesions", patient_ids=ids)
     out: dict[str, list[MatchLesion]] = defaultdict(list)
     for r in rows:
         out[r["patient_id"]].append(_match_lesion(r))
@@ -127,7 +141,7 @@ def read_match_lesions(
 def track_rows(tracks_by_patient: Mapping[str, Tracks]) -> list[dict]:
     """The ``$patients`` parameter of ``write_tracks.cypher`` for these patients' tracks.
 
-    ``tx.run(statement("graph/write_tracks"), patients=track_rows(tracks))`` replaces their tracks.
+    ``run_in(tx, "graph/write_tracks", patients=track_rows(tracks))`` replaces their tracks.
     """
     return [
         {
@@ -187,7 +201,7 @@ def match_graph(
         tracks = match_patient(lesions, config)
         summary.patients += 1
         summary.lesions += len(lesions)
-        sizes = defaultdict(int)
+        sizes: dict[str, int] = defaultdict(int)
         for track in tracks.track_of.values():
             sizes[track] += 1
         summary.tracks += len(sizes)
@@ -237,6 +251,32 @@ class MatchingReport:
             and self.ours.precision >= self.targets["precision"],
             "reader_agreement": self.reader_agreement.as_dict(),
         }
+
+    def describe(self) -> str:
+        lines = [f"{self.pairs} same-lesion pairs from {self.pairs_file}"]
+        lines += [f"  unresolved: {line}" for line in self.unresolved]
+        lines.append(f"{'tracks':<26}{'recall':>8}{'precision':>11}{'mixed-type tracks':>19}")
+        for name, scores in (
+            ("lesionkg (stored tracks)", self.ours),
+            ("baseline (Hungarian, loc)", self.baseline),
+            ("ground-truth components", self.ground_truth_components),
+        ):
+            lines.append(
+                f"{name:<26}{scores.recall:>8.3f}{scores.precision:>11.3f}"
+                f"{scores.mixed_type_share:>19.3f}"
+            )
+        plain = self.as_dict()
+        agreement = plain["reader_agreement"]
+        if agreement["pairs"]:
+            lines.append(
+                f"reader tracking UIDs: {agreement['pairs']} consecutive pairs; matching without "
+                f"them agrees on {agreement['agree']}, disagrees on {agreement['disagree']}"
+            )
+        lines.append(
+            f"targets recall >= {self.targets['recall']}, precision >= "
+            f"{self.targets['precision']}: {'met' if plain['targets_met'] else 'NOT met'}"
+        )
+        return "\n".join(lines)
 
 
 def evaluate_matching(

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from neo4j import Driver
 
 from lesionkg.core.cues import LUNG_WINDOW_MAX_LEVEL_HU
 from lesionkg.core.errors import QueryError
@@ -29,7 +28,7 @@ from lesionkg.core.metrics import (
     type_precision_at_k,
 )
 from lesionkg.core.similarity import MISSING, predict_types
-from lesionkg.db.driver import run_statement
+from lesionkg.db.driver import Driver, run_statement
 from lesionkg.loaders.pairs import read_lesanet_labels
 
 #: type precision@5 the issue asks of the cues space on the validation split
@@ -71,6 +70,27 @@ class RetrievalReport:
             "results": [vars(r) for r in self.results],
             "target_type_precision": TARGET_TYPE_PRECISION,
         }
+
+    def describe(self) -> str:
+        lines = [
+            f"{self.lesions} lesions with a {self.space} vector, {self.labelled} with a given "
+            f"type; neighbours from other patients only, k = {self.k}"
+        ]
+        if self.labels_file:
+            lines.append(
+                f"LesaNet labels: {self.lesions_with_labels} lesions; {self.labels_unresolved} "
+                "label rows not used (their key slice holds several lesions or none of the graph)"
+            )
+        lines.append(
+            f"{'embedding':<24}{'dim':>6}{'type P@k':>10}{'type vote acc':>15}{'label P@k':>11}"
+        )
+        for r in self.results:
+            label = "-" if r.label_precision is None else f"{r.label_precision:.3f}"
+            lines.append(
+                f"{r.name:<24}{r.dim:>6}{r.type_precision:>10.3f}"
+                f"{r.type_vote_accuracy:>15.3f}{label:>11}"
+            )
+        return "\n".join(lines)
 
 
 def vote_accuracy(vectors: np.ndarray, types: np.ndarray, patients: np.ndarray, k: int) -> float:

@@ -2,29 +2,40 @@
 
 ``link_graph`` reads the vectors of a space from the graph (``triplet``: ``Lesion.embedding``
 written by ``lesionkg embed``; ``cues``: computed here from each lesion's metadata by
-:mod:`lesionkg.core.cues` and written as ``Lesion.cues``), updates that space's persisted HNSW index
-(:class:`lesionkg.graph.vector_index.LesionIndex`, ``INDEX_DIR/SPACE.bin`` + ``.json``), tunes its ``ef``
-to recall@10 >= 0.99 against exact search, and replaces the space's
+:mod:`lesionkg.core.cues` and written as ``Lesion.cues``), updates that space's persisted HNSW
+index (:class:`lesionkg.graph.vector_index.LesionIndex`, ``INDEX_DIR/SPACE.bin`` + ``.json``),
+tunes its ``ef`` to recall@10 >= 0.99 against exact search, and replaces the space's
 ``(:Lesion)-[:SIMILAR_TO {space, distance, rank, producer}]->(:Lesion)`` edges. Lesions without a
 given type get ``predicted_type`` and ``predicted_type_confidence`` from a vote of their
 neighbours. An ``(:EmbeddingSpace {name})`` node records the space's dimension, metric, producer,
 index file, ``ef`` and measured recall.
+
+The rows of those edges and votes and the one-producer check are built here once, for ``link``
+and for the incremental import (:mod:`lesionkg.etl`) alike.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from neo4j import Driver
 from tqdm import tqdm
 
 from lesionkg.core import cues
 from lesionkg.core.errors import ConfigurationError, QueryError
-from lesionkg.core.similarity import MISSING, knn_edges, neighbours, predict_types
-from lesionkg.db.driver import run_statement
+from lesionkg.core.similarity import (
+    MISSING,
+    Metric,
+    SimilarEdge,
+    knn_edges,
+    neighbours,
+    predict_types,
+)
+from lesionkg.db.driver import Driver, run_statement
 from lesionkg.db.schema import apply_schema
 from lesionkg.graph.vector_index import LesionIndex
 
@@ -39,7 +50,7 @@ class Space:
 
     name: str
     property: str
-    metric: str
+    metric: Metric
     #: the Neo4j vector index on that property (cypher/schema.cypher)
     vector_index: str
 
@@ -48,6 +59,55 @@ SPACES: dict[str, Space] = {
     "triplet": Space("triplet", "embedding", "cosine", "lesion_triplet"),
     "cues": Space("cues", "cues", "l2", "lesion_cues"),
 }
+
+
+def similar_rows(edges: Iterable[SimilarEdge]) -> list[dict[str, Any]]:
+    """The ``$rows`` of ``graph/write_similar`` for these kNN edges (``link`` and ``etl``)."""
+    return [
+        {"source": e.source, "target": e.target, "distance": e.distance, "rank": e.rank}
+        for e in edges
+    ]
+
+
+def type_votes(
+    lesion_ids: Sequence[str], neighbour_types: np.ndarray, distances: np.ndarray
+) -> list[dict[str, Any]]:
+    """The ``$rows`` of ``graph/set_predicted_types`` (``link`` and ``etl``): each lesion's type
+    by a distance-weighted vote of its neighbours' given types (:func:`predict_types`).
+
+    ``neighbour_types (N, K)``: ``MISSING`` for an unlabelled or absent neighbour; ``type`` is
+    None where no neighbour has a type.
+    """
+    predicted, confidence = predict_types(neighbour_types, distances)
+    return [
+        {"lesion_id": lid, "type": int(p) if p != MISSING else None, "confidence": float(c)}
+        for lid, p, c in zip(lesion_ids, predicted, confidence, strict=True)
+    ]
+
+
+def space_producer(space: str, producers: Iterable[object], adding: str | None = None) -> str:
+    """The one producer of a space's vectors: a space never mixes models (``link`` and ``etl``).
+
+    ``producers``: those of the vectors in the graph. ``link`` (``adding`` None) needs exactly
+    one, else :class:`QueryError`; an import ``adding`` vectors of its own producer needs the
+    graph's to be that one or none, else :class:`ConfigurationError`.
+    """
+    found = set(producers)
+    if adding is None:
+        if len(found) != 1:
+            raise QueryError(
+                f"the {space} vectors come from {len(found)} producers "
+                f"({', '.join(sorted(map(str, found)))}); re-run `lesionkg embed`"
+            )
+        return str(found.pop())
+    others = {str(p) for p in found} - {adding}
+    if others:
+        raise ConfigurationError(
+            f"the graph's {space} vectors come from {', '.join(sorted(others))}, not "
+            f"{adding}: run `lesionkg embed` (triplet) or `lesionkg link` (cues) with "
+            "the same model first, so that the space never mixes producers"
+        )
+    return adding
 
 
 @dataclass
@@ -73,6 +133,16 @@ class LinkSummary:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def describe(self) -> str:
+        built = "built" if self.index_built else f"updated (+{self.index_added})"
+        return (
+            f"{self.space}: {self.lesions} lesions of {self.dim}-D; index {built}, ef "
+            f"{self.ef} (recall@10 {self.recall_at_10:.3f} against exact search) -> "
+            f"{self.index_path}\n{self.edges} SIMILAR_TO edges ({self.edges_per_s:.0f}/s), "
+            f"{self.stale_edges_removed} stale removed; {self.predicted_types} lesions without "
+            f"a given type got a predicted type; {self.seconds:.1f} s"
+        )
 
 
 def write_cues(driver: Driver, database: str = "neo4j", *, progress: bool = False) -> int:
@@ -202,13 +272,7 @@ def link_graph(
     if not rows:
         hint = "run `lesionkg embed` first" if space == "triplet" else "load lesions first"
         raise QueryError(f"no lesion of the graph has a {space} vector: {hint}")
-    producers = {r["producer"] for r in rows}
-    if len(producers) != 1:
-        raise QueryError(
-            f"the {space} vectors come from {len(producers)} producers "
-            f"({', '.join(sorted(map(str, producers)))}); re-run `lesionkg embed`"
-        )
-    producer = str(producers.pop())
+    producer = space_producer(space, (r["producer"] for r in rows))
     ids = [r["lesion_id"] for r in rows]
     patients = [r["patient_id"] for r in rows]
     vectors = np.array([r["vector"] for r in rows], dtype=np.float32)
@@ -238,10 +302,8 @@ def link_graph(
     )
 
     by_source: dict[str, list[dict]] = {}
-    for e in edges:
-        by_source.setdefault(e.source, []).append(
-            {"source": e.source, "target": e.target, "distance": e.distance, "rank": e.rank}
-        )
+    for row in similar_rows(edges):
+        by_source.setdefault(row["source"], []).append(row)
     write_started = time.perf_counter()
     bar = tqdm(total=len(index.ids), desc=f"link {space}", unit="lesion", disable=not progress)
     sources = list(index.ids)
@@ -281,15 +343,7 @@ def link_graph(
     if len(unlabelled):
         nb = positions[unlabelled]
         nb_types = np.where(nb >= 0, index_types[np.where(nb >= 0, nb, 0)], MISSING)
-        predicted, confidence = predict_types(nb_types, distances[unlabelled])
-        vote_rows = [
-            {
-                "lesion_id": index.ids[i],
-                "type": int(p) if p != MISSING else None,
-                "confidence": float(c),
-            }
-            for i, p, c in zip(unlabelled, predicted, confidence, strict=True)
-        ]
+        vote_rows = type_votes([index.ids[i] for i in unlabelled], nb_types, distances[unlabelled])
         for start in range(0, len(vote_rows), WRITE_BATCH):
             run_statement(
                 driver,

@@ -1,10 +1,13 @@
-"""The persisted HNSW index of one embedding space: :class:`LesionIndex` wraps an ``hnswlib.Index`` with the lesion ids, the metric and a checksum of what produced the vectors, and saves both as ``PREFIX.bin`` + ``PREFIX.json``."""
+"""The persisted HNSW index of one embedding space: :class:`LesionIndex` wraps an
+``hnswlib.Index`` with the lesion ids, the metric and a checksum of what produced the vectors,
+and saves both as ``PREFIX.bin`` + ``PREFIX.json``."""
 
 from __future__ import annotations
 
 import json
 import os
 import struct
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -120,8 +123,8 @@ class LesionIndex:
     def _check_ids(ids: Sequence[str]) -> list[str]:
         ids = list(ids)
         if len(set(ids)) != len(ids):
-            seen: set[str] = set()
-            dupes = sorted({i for i in ids if i in seen or seen.add(i)})
+            counts = Counter(ids)
+            dupes = sorted(i for i, n in counts.items() if n > 1)
             shown = ", ".join(dupes[:5]) + (f" and {len(dupes) - 5} more" if len(dupes) > 5 else "")
             raise ValueError(f"duplicate lesion ids in the index input: {shown}")
         bad = next((i for i in ids if not isinstance(i, str) or not i), None)
@@ -286,7 +289,7 @@ class LesionIndex:
         arr = as_matrix(sample_queries, self.dim, "sample queries")
         k_eff = min(k, self.count)
         _, exact = exact_knn(arr, self.vectors, k_eff, metric=self.metric)
-        chosen, recall = None, 0.0
+        chosen, recall = 0, 0.0
         for ef in sorted(set(candidates)):
             self.ef = ef
             _, found = self.query(arr, k_eff)

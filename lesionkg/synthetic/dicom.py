@@ -16,7 +16,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 LONG_AXIS = Code("103339001", "SCT", "Long Axis")
 SHORT_AXIS = Code("103340004", "SCT", "Short Axis")
@@ -59,7 +59,7 @@ def write_synthetic_ct(
     """
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid or generate_uid()
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid) if sop_uid else generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID = CTImageStorage

@@ -14,8 +14,8 @@ import pytest
 
 from lesionkg.core.errors import InvalidInputError, Problem
 from lesionkg.core.records import LesionRecord, lesion_id_of, patient_id_of, study_id_of
-from lesionkg.loaders import deeplesion
 from lesionkg.loaders.deeplesion import COLUMNS, RejectedRow, parse_dl_info, write_rejects
+from lesionkg.loaders.deeplesion_rows import RowParser
 
 DATA = Path(__file__).resolve().parents[3] / "shared/data/deeplesion"
 VAL = DATA / "dl_info/DL_info_val.csv"
@@ -190,13 +190,13 @@ def test_inline_fast_path_accepts_every_real_row(
 ) -> None:
     """The per-row fast path must not fall back to the slow, problem-collecting path."""
     calls = []
-    slow = deeplesion._RowParser.parse
+    slow = RowParser.parse
 
-    def counting(self: deeplesion._RowParser, cells: list[str], line: int) -> object:
+    def counting(self: RowParser, cells: list[str], line: int) -> object:
         calls.append(line)
         return slow(self, cells, line)
 
-    monkeypatch.setattr(deeplesion._RowParser, "parse", counting)
+    monkeypatch.setattr(RowParser, "parse", counting)
     records, _ = split_items(VAL)
     assert calls == []
     assert records == val_records
@@ -205,7 +205,7 @@ def test_inline_fast_path_accepts_every_real_row(
 def test_slow_path_builds_the_same_records(
     val_rows: list[list[str]], val_records: list[LesionRecord]
 ) -> None:
-    parser = deeplesion._RowParser(str(VAL))
+    parser = RowParser(str(VAL))
     slow = [parser.parse(cells, line) for line, cells in enumerate(val_rows[1:], start=2)]
     assert slow == val_records
 
@@ -567,7 +567,7 @@ def test_fast_and_slow_paths_agree(tmp_path: Path, val_rows: list[list[str]], se
     path = write_rows(tmp_path / "mutated.csv", [val_rows[0], *rows])
     streamed = list(parse_dl_info(path))
 
-    parser = deeplesion._RowParser(str(path))
+    parser = RowParser(str(path))
     assert streamed == [parser.parse(cells, line) for line, cells in enumerate(rows, start=2)]
     kinds = Counter(type(item).__name__ for item in streamed)
     assert kinds["LesionRecord"] > 100

@@ -28,7 +28,8 @@ REAL_DICOM = SHARED / "dicom" / "ct" / "ct_small.dcm"
 def write_png16(path: Path) -> Path:
     """A SYNTHETIC 16-bit grayscale key slice in DeepLesion's convention (air: -1000 HU)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((16, 16), 32768 - 1000, dtype=np.uint16)).save(path)
+    # 512 x 512 as a CT slice: axis endpoints must lie on the image
+    Image.fromarray(np.full((512, 512), 32768 - 1000, dtype=np.uint16)).save(path)
     return path
 
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from lesionkg.model.losses import sequential_triplet_loss
 from lesionkg.model.sampling import (
     UNLABELLED,
     SequenceSampler,
     normalise_columns,
     pseudo_label,
     refine_types,
-    sequential_triplet_loss,
 )
 
 

@@ -1,17 +1,21 @@
-"""Every shipped query on the real validation split, against checks computed with pandas."""
+"""Every shipped query on the real validation split, against checks computed with pandas.
+
+The smoke test goes last: the graph it derives (tracks, edges, embeddings) is not the plain
+split the other tests read, which then is loaded again."""
 
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import GraphState
 
 from lesionkg.core.errors import QueryError
 from lesionkg.core.records import COARSE_TYPES
 from lesionkg.db.queries import format_result, run_cypher, run_named
+from lesionkg.db.schema import reset
 from lesionkg.db.statements import queries
 
-pytestmark = pytest.mark.neo4j
 DB = "neo4j"
 
 
@@ -29,21 +33,6 @@ def val(val_csv) -> pd.DataFrame:
     df["patient_id"] = df.Patient_index.map("{:06d}".format)
     df["study_id"] = df.patient_id + "_" + df.Study_index.map("{:02d}".format)
     return df
-
-
-def test_every_shipped_query_runs(val_graph):
-    required = {
-        "patient_timeline": {"patient_id": "000002"},
-        "lesion": {"lesion_id": "DL-0000000000000000"},
-        "lesions_by_type_and_size": {"coarse_type": "4"},
-        "similar_by_embedding": {"lesion_id": "DL-0000000000000000"},
-        "patient_tracks": {"patient_id": "000002"},
-        "similar_patients": {"patient_id": "000002"},
-        "similar_lesions": {"lesion_id": "DL-0000000000000000"},
-    }
-    for name in queries():
-        result = run_named(val_graph, DB, name, required.get(name, {}))
-        assert result.columns, name
 
 
 def test_patient_timeline(val_graph, val):
@@ -170,3 +159,88 @@ def test_formats(val_graph):
     import json
 
     assert json.loads(format_result(result, "json"))[0].keys() == set(result.columns)
+
+
+@pytest.fixture
+def derived_val(driver, val_csv, deeplesion_dir, tmp_path_factory):
+    """The real validation split with what the graph commands derive from it: cue vectors and
+    SIMILAR_TO edges (link), tracks (match), and the triplet embedding of the 24 lesions whose real
+    key slice is at hand (embed, with an untrained checkpoint: the values do not matter here)."""
+    if GraphState.content != "val-derived":
+        import torch
+
+        from lesionkg.etl.bulk import load_deeplesion
+        from lesionkg.graph.embedding import embed_graph
+        from lesionkg.graph.matching import match_graph
+        from lesionkg.graph.similarity import link_graph
+        from lesionkg.model.checkpoint import save_checkpoint
+        from lesionkg.model.embedder import KIND
+        from lesionkg.model.network import LesionEmbedder
+        from lesionkg.model.training import TrainConfig
+        from lesionkg.model.transforms import CropSpec, InputConfig
+
+        reset(driver, DB)
+        load_deeplesion(driver, val_csv, database=DB, progress=False)
+        index_dir = tmp_path_factory.mktemp("val-derived-index")
+        link_graph(driver, space="cues", k=10, index_dir=index_dir, database=DB, progress=False)
+        match_graph(driver, database=DB, progress=False)
+        torch.manual_seed(0)
+        config = TrainConfig(input=InputConfig((CropSpec(16, 2.0), CropSpec(16, 5.0, "crop"))))
+        model_dir = tmp_path_factory.mktemp("val-derived-model")
+        net = LesionEmbedder(config.network)
+        save_checkpoint(model_dir, KIND, config.to_json(), {"network": net.state_dict()}, {})
+        embed_graph(
+            driver, model_dir, database=DB, images=deeplesion_dir / "images", progress=False
+        )
+        GraphState.content = "val-derived"
+    return driver
+
+
+def test_every_shipped_query_returns_rows(derived_val, val, deeplesion_dir):
+    # A val lesion whose key slice is at hand (so it has an embedding), and its patient.
+    key_slice = "000069_02_01_058.png"
+    assert (deeplesion_dir / "images" / key_slice).is_file()
+    assert key_slice in set(val.File_name)
+    patient = val.loc[val.File_name == key_slice, "patient_id"].iloc[0]
+    lesion = run_cypher(
+        derived_val,
+        DB,
+        "MATCH (l:Lesion {file_name: $f}) RETURN l.lesion_id AS id",
+        {"f": key_slice},
+    ).rows[0][0]
+    required = {
+        "patient_timeline": {"patient_id": patient},
+        "lesion": {"lesion_id": lesion},
+        "lesions_by_type_and_size": {"coarse_type": "4"},
+        "similar_by_embedding": {"lesion_id": lesion},
+        "patient_tracks": {"patient_id": patient},
+        "similar_patients": {"patient_id": patient},
+        "similar_lesions": {"lesion_id": lesion},
+    }
+    assert set(required) <= set(queries())
+    found = {}
+    for name, spec in queries().items():
+        if any(p.required for p in spec.params):
+            assert name in required, f"{name}: give the smoke test its required parameters"
+        result = run_named(derived_val, DB, name, required.get(name, {}))
+        assert result.columns and result.rows, name
+        found[name] = result.as_dicts()
+    val_lesions = set(val.File_name)
+    studies = set(val.study_id)
+    assert {r["study_id"] for r in found["patient_timeline"]} == set(
+        val.loc[val.patient_id == patient, "study_id"]
+    )
+    assert found["lesion"][0]["lesion"]["file_name"] == key_slice
+    assert {r["file_name"] for r in found["lesions_by_type_and_size"]} <= val_lesions
+    assert {r["study_id"] for r in found["studies_with_most_lesions"]} <= studies
+    assert {r["patient_id"] for r in found["largest_lesions_per_patient"]} <= set(val.patient_id)
+    # the neighbours: other patients' lesions of the graph, never the query lesion itself
+    embedded = val.File_name.isin({p.name for p in (deeplesion_dir / "images").glob("*.png")})
+    assert {r["patient_id"] for r in found["similar_by_embedding"]} <= set(
+        val.loc[embedded & (val.patient_id != patient), "patient_id"]
+    )
+    for name in ("similar_lesions", "similar_patients"):
+        assert {r["patient_id"] for r in found[name]} <= set(val.patient_id) - {patient}, name
+    assert lesion not in {r["lesion_id"] for r in found["similar_lesions"]}
+    lesions_of_patient = (val.patient_id == patient).sum()
+    assert sum(r["measurements"] for r in found["patient_tracks"]) == lesions_of_patient

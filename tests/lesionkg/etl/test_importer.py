@@ -1,4 +1,4 @@
-"""The PACS bookmark import (``lesionkg.etl.importer``): pure steps without Neo4j, then real imports of the
+"""The PACS bookmark import (``lesionkg.etl``): pure steps without Neo4j, then real imports of the
 real DICOM files in ../shared/data/dicom and of SYNTHETIC reports, JSON Lines and DeepLesion rows
 into the real Neo4j."""
 
@@ -19,18 +19,14 @@ from pydicom.uid import generate_uid
 from lesionkg.config.secret import load_or_create_secret
 from lesionkg.core.errors import ConfigurationError, DatabaseError, Problem
 from lesionkg.core.pseudonym import Pseudonymizer
+from lesionkg.db.retry import RetryPolicy, with_retries
 from lesionkg.db.schema import counts
-from lesionkg.etl.importer import (
-    EtlOptions,
-    RetryPolicy,
-    file_kind,
-    lesion_box,
-    merge_neighbours,
-    reason_key,
-    run_etl,
-    study_order,
-    with_retries,
-)
+from lesionkg.etl.discovery import file_kind
+from lesionkg.etl.importer import EtlOptions, run_etl
+from lesionkg.etl.preparation import lesion_box
+from lesionkg.etl.report import reason_key
+from lesionkg.etl.spaces import merge_neighbours
+from lesionkg.etl.transaction import study_order
 from lesionkg.synthetic.dicom import (
     CM,
     LONG_AXIS,
@@ -578,7 +574,7 @@ def test_killed_import_resumes_to_the_same_graph(empty_graph, settings, tmp_path
     import time
 
     from lesionkg.db.schema import reset
-    from lesionkg.synthetic.cohort import write_synthetic_bookmarks
+    from lesionkg.synthetic.bookmarks import write_synthetic_bookmarks
 
     export = write_synthetic_bookmarks(tmp_path / "export", patients=80, seed=5)
     env = etl_env(settings, tmp_path)
@@ -624,7 +620,7 @@ def test_neo4j_restarted_mid_import_is_retried(
 
     from lesionkg.db import server
     from lesionkg.db.schema import reset
-    from lesionkg.synthetic.cohort import write_synthetic_bookmarks
+    from lesionkg.synthetic.bookmarks import write_synthetic_bookmarks
 
     export = write_synthetic_bookmarks(tmp_path / "export", patients=300, seed=9)
     env = etl_env(settings, tmp_path)

@@ -1,4 +1,5 @@
-"""lesionkg.graph.cohort and its named queries on a small hand-made graph, against hand-computed answers.
+"""lesionkg.graph.cohort and its named queries on a small hand-made graph, against hand-computed
+answers.
 
 Three patients with tracks (FOLLOWED_BY), SIMILAR_TO edges and 4-D ``cues`` vectors in a
 ``lesion_cues`` vector index the test creates itself (the real schema's has another dimension, so

@@ -14,12 +14,12 @@ import pytest
 
 from lesionkg.core.records import Bookmark
 from lesionkg.synthetic import cohort as synthetic
-from lesionkg.synthetic.cohort import (
-    SyntheticBookmarks,
-    SyntheticCohort,
-    write_synthetic_bookmarks,
-    write_synthetic_dl_info,
-)
+from lesionkg.synthetic.bookmarks import SyntheticBookmarks, write_synthetic_bookmarks
+from lesionkg.synthetic.cohort import SyntheticCohort, write_synthetic_dl_info, writer
+from lesionkg.synthetic.cohort.canvas import Canvas, format_chunk
+from lesionkg.synthetic.cohort.drawing import generate_chunk
+from lesionkg.synthetic.cohort.images import ChunkImages
+from lesionkg.synthetic.cohort.tables import DEFAULT_LESIONS_PER_STUDY, burden_mean_for
 
 REPO = Path(__file__).resolve().parents[3]
 REAL_VAL_CSV = REPO.parent / "shared" / "data" / "deeplesion" / "dl_info" / "DL_info_val.csv"
@@ -274,7 +274,7 @@ def test_patient_sex_and_age(table: Table) -> None:
 
 
 def test_chunks_join_seamlessly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(synthetic, "_CHUNK_PATIENTS", 7)
+    monkeypatch.setattr(writer, "CHUNK_PATIENTS", 7)  # the writer reads it at call time
     c = write_synthetic_dl_info(tmp_path, patients=30, seed=4, first_patient_index=999_970)
     t = Table(c.csv_path)
     assert sorted(set(t.patient.tolist())) == list(range(999_970, 1_000_000))
@@ -305,7 +305,7 @@ def test_formatter_matches_python_percent_g() -> None:
     v = np.concatenate(
         [np.exp(rng.uniform(np.log(1e-4), np.log(9e5), 20_000)), [1e-4, 0.1, 1, 5, 9.9999996]]
     )
-    canvas = synthetic._Canvas(len(v))
+    canvas = Canvas(len(v))
     canvas.g6_cells([v[:, None]])
     canvas.text("\n")
     assert canvas.render().decode().splitlines() == [f"{x:.6g}" for x in v.tolist()]
@@ -420,16 +420,16 @@ def _lesion_r(recist: np.ndarray, xx: np.ndarray, yy: np.ndarray, scale: float =
     return np.hypot(a / ea, b / eb), c
 
 
-def _renderer(cohort: SyntheticCohort) -> synthetic._ChunkImages:
+def _renderer(cohort: SyntheticCohort) -> ChunkImages:
     """The cohort's (single) chunk, regenerated, and its image renderer."""
-    chunk = synthetic._generate_chunk(
+    chunk = generate_chunk(
         np.random.default_rng([cohort.seed, 0]),
         1,
         cohort.patients,
-        synthetic._burden_mean_for(synthetic._DEFAULT_LESIONS_PER_STUDY),
+        burden_mean_for(DEFAULT_LESIONS_PER_STUDY),
     )
-    synthetic._format_chunk(chunk, 1)
-    return synthetic._ChunkImages(chunk, 1, cohort.seed)
+    format_chunk(chunk, 1)
+    return ChunkImages(chunk, 1, cohort.seed)
 
 
 def test_lesions_show_their_type_against_their_organ(

@@ -1,0 +1,5 @@
+"""``python -m lesionkg.cli``: the ``lesionkg`` command."""
+
+from lesionkg.cli import main
+
+main()

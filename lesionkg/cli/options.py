@@ -1,0 +1,145 @@
+"""What the commands share: the command group class, options, and the driver every graph command
+gets from :func:`with_driver`."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from lesionkg.config.settings import resolve_settings
+from lesionkg.core.errors import LesionKGError
+
+if TYPE_CHECKING:
+    from lesionkg.db.driver import Driver
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+class Group(click.Group):
+    """Turns LesionKGError into click's 'Error: ...' message with exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LesionKGError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def connection_options(command: F) -> F:
+    """``--uri``, ``--user``, ``--password``, ``--database``: where the graph commands connect."""
+    for option in reversed(
+        (
+            click.option(
+                "--uri", default=None, help="Bolt URI [env NEO4J_URI; default: the local server]."
+            ),
+            click.option(
+                "--user", "username", default=None, help="User [env NEO4J_USERNAME or NEO4J_USER]."
+            ),
+            click.option("--password", default=None, help="Password [env NEO4J_PASSWORD]."),
+            click.option(
+                "--database", default=None, help="Database [env NEO4J_DATABASE; default neo4j]."
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+@contextmanager
+def connected() -> Iterator[tuple[Driver, str]]:
+    """The driver and database of the connection options of the running command line, closed on
+    exit. Use it where a command must check its arguments before it connects."""
+    from lesionkg.db.driver import open_driver
+
+    settings = resolve_settings(**click.get_current_context().find_root().obj)
+    driver = open_driver(settings)
+    try:
+        yield driver, settings.database
+    finally:
+        driver.close()
+
+
+def with_driver(command: Callable[..., T]) -> Callable[..., T]:
+    """Call ``command`` with ``driver=`` and ``database=`` from the connection options (one driver
+    per command, closed when it ends); apply it under the click decorators."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> T:
+        with connected() as (driver, database):
+            return command(*args, driver=driver, database=database, **kwargs)
+
+    return run
+
+
+FORMAT = click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", help="Output format."
+)
+ROWS_FORMAT = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+PARAM = click.option(
+    "--param", "params", multiple=True, metavar="KEY=VALUE", help="Query parameter (repeatable)."
+)
+QUIET = click.option("--quiet", is_flag=True, help="No progress bar.")
+SPACE = click.option(
+    "--space",
+    type=click.Choice(["cues", "triplet"]),
+    default="cues",
+    show_default=True,
+    help="Embedding space: cues (metadata) or triplet (the network's, after `lesionkg embed`).",
+)
+INDEX_DIR = click.option(
+    "--index-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where the HNSW index is kept [default: $LESIONKG_HOME/index/DATABASE].",
+)
+
+
+def device_option(default: str) -> Callable[[F], F]:
+    """``--device auto|cpu|cuda`` (auto: CUDA when available)."""
+    return click.option(
+        "--device", type=click.Choice(["auto", "cpu", "cuda"]), default=default, show_default=True
+    )
+
+
+DEVICE = device_option("auto")
+
+
+def neighbours_option(maximum: int, default: int) -> Callable[[F], F]:
+    """``-k/--k``: how many neighbours."""
+    return click.option(
+        "-k", "--k", "k", type=click.IntRange(1, maximum), default=default, show_default=True
+    )
+
+
+def parse_floats(text: str, n: int | None, option: str) -> tuple[float, ...]:
+    """``text`` as comma-separated numbers (``n`` of them when given), else a usage error."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated numbers, got {text!r}", param_hint=option
+        ) from None
+    if n is not None and len(values) != n:
+        raise click.BadParameter(f"expected {n} numbers, got {text!r}", param_hint=option)
+    return values
+
+
+def parse_window(text: str) -> tuple[float, float]:
+    """``--window min,max`` in HU, min below max."""
+    low, high = parse_floats(text, 2, "--window")
+    if low >= high:
+        raise click.BadParameter("min must be below max", param_hint="--window")
+    return low, high

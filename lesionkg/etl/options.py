@@ -1,0 +1,35 @@
+"""What an import may use besides its inputs: :class:`EtlOptions`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lesionkg.core.matching import MatchConfig
+from lesionkg.db.retry import RetryPolicy
+
+
+@dataclass(frozen=True)
+class EtlOptions:
+    """What an import may use besides its inputs.
+
+    ``images``: more folders of CT images that reports may reference; ``model_dir``: a trained
+    triplet network (embeds every lesion with an image); ``ssbr_dir``: a trained body-part
+    regression model (gives z of lesions without a location); ``secret_path``: the
+    pseudonymisation key file (default ``$LESIONKG_HOME/pseudonym.key``, created when missing);
+    ``k``: SIMILAR_TO edges per new lesion and space; ``index_dir``: where the hnswlib indexes
+    live (default ``$LESIONKG_HOME/index/DATABASE``, shared with ``lesionkg link``).
+    """
+
+    allow_missing_images: bool = False
+    images: tuple[Path, ...] = ()
+    model_dir: Path | None = None
+    ssbr_dir: Path | None = None
+    secret_path: Path | None = None
+    k: int = 10
+    index_dir: Path | None = None
+    device: str = "cpu"
+    #: bookmarks per transaction at most (see :meth:`lesionkg.etl.importer.Importer.import_files`)
+    batch_bookmarks: int = 500
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    matching: MatchConfig = field(default_factory=MatchConfig)

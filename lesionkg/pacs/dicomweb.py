@@ -1,0 +1,542 @@
+"""Pull sync from a PACS over DICOMweb: ``lesionkg etl --dicomweb URL [--since DATE] [--watch]``.
+
+One sync:
+
+1. reads the source's cursor from the graph (:mod:`.ledger`; ``--since`` overrides it) and pages
+   through a QIDO-RS instance search ``Modality=SR, StudyDate=CURSOR-`` (``page_size`` per page),
+   keeping the measurement report SOP classes (Enhanced, Comprehensive, Comprehensive 3D SR);
+2. drops, without retrieving them, the instances the graph already knows (their hashed SOP
+   Instance UIDs, :func:`.ledger.instance_key`) as imported, duplicate or quarantined;
+3. retrieves the rest with WADO-RS, each with only the CT instances it references
+   (:mod:`.retrieval`), into a private temporary folder, and imports them with the file ETL
+   (:func:`lesionkg.etl.importer.run_etl`: pseudonyms, one transaction per report, tracks);
+4. records what became of each report; a report whose CT the PACS does not have yet is
+   *pending*: not imported, retried by every later sync, and quarantined once older than
+   ``pending_max_age_s``; a report the reader rejects (malformed, not a measurement report) is
+   quarantined: the file and a reason file are kept in ``STATE_DIR/quarantine/``;
+5. once every page is done, advances the cursor to the oldest StudyDate still pending, else to
+   ``lookback_days`` (7) before the newest StudyDate found (not after today): a report sent days
+   after its study is still found, and the known reports of those days cost one QIDO-RS answer,
+   no retrieval. A report that reaches the PACS later than that after its study is found only by
+   a sync with ``--since`` an earlier date.
+
+Faults. An unreachable PACS (refused connections, timeouts, 5xx) is retried with backoff
+(:class:`~lesionkg.pacs.client.PacsRetry`), then the sync stops with :class:`PacsError`; a batch is
+imported only once all of it is retrieved, so nothing is half-written, the cursor has not moved,
+and the next sync resumes where this one stopped (reports already committed are known and skipped).
+Wrong credentials stop the sync at the first answer (:class:`PacsAuthError`), without retries.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from lesionkg.config.secret import load_or_create_secret
+from lesionkg.db.driver import Driver
+from lesionkg.etl.importer import EtlOptions, EtlSummary, run_etl
+from lesionkg.pacs.client import PacsClient, PacsConnection, PacsRetry
+from lesionkg.pacs.errors import PacsAuthError, PacsError
+from lesionkg.pacs.ledger import (
+    DUPLICATE,
+    IMPORTED,
+    PENDING,
+    QUARANTINED,
+    SETTLED,
+    Ledger,
+    Outcome,
+    age_s,
+    instance_key,
+)
+from lesionkg.pacs.retrieval import (
+    SERIES_UID,
+    SOP_CLASS,
+    SOP_UID,
+    SR_SOP_CLASSES,
+    STUDY_DATE,
+    STUDY_UID,
+    BatchRetrieval,
+    Fetched,
+    Found,
+    tag_value,
+)
+
+log = logging.getLogger(__name__)
+
+
+def default_state_dir() -> Path:
+    """``$LESIONKG_HOME/pacs`` or ``~/.lesionkg/pacs``: quarantine and temporary batches."""
+    home = os.environ.get("LESIONKG_HOME")
+    return (Path(home) if home else Path.home() / ".lesionkg") / "pacs"
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """How a sync searches, retrieves and holds reports back.
+
+    ``since``: a StudyDate ``YYYYMMDD`` (or ISO date) to search from instead of the cursor;
+    ``page_size``: QIDO-RS results per page, also the import batch; ``workers``: parallel
+    WADO-RS retrievals; ``neighbours``: also retrieve the slices above and below each key slice
+    (default: when the import embeds, i.e. ``EtlOptions.model_dir`` is set);
+    ``pending_max_age_s``: a report whose CT has not arrived after this long is quarantined;
+    ``lookback_days``: how many days of studies before the newest one found each sync searches
+    again, for reports written or sent after their study; ``state_dir``: where quarantined
+    reports and temporary batches go.
+    """
+
+    since: str | None = None
+    page_size: int = 200
+    workers: int = 8
+    neighbours: bool | None = None
+    pending_max_age_s: float = 7 * 86400.0
+    lookback_days: int = 7
+    state_dir: Path | None = None
+    retry: PacsRetry = field(default_factory=PacsRetry)
+
+
+@dataclass
+class SyncSummary:
+    """What one sync did."""
+
+    source: str
+    cursor_before: str | None = None
+    cursor_after: str | None = None
+    found: int = 0
+    known: int = 0
+    retrieved: int = 0
+    imported: int = 0
+    duplicates: int = 0
+    pending: int = 0
+    quarantined: int = 0
+    bookmarks: int = 0
+    #: seconds spent retrieving (QIDO and WADO) and importing (the file ETL)
+    retrieval_seconds: float = 0.0
+    import_seconds: float = 0.0
+    requests: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    seconds: float = 0.0
+    quarantine_dir: str | None = None
+    pending_reasons: list[str] = field(default_factory=list)
+    etl: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reports_per_s(self) -> float:
+        return self.retrieved / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["reports_per_s"] = round(self.reports_per_s, 1)
+        return out
+
+    def describe(self) -> str:
+        lines = [
+            f"{self.source}: {self.found} reports found since {self.cursor_before or 'the start'}"
+            f", {self.known} already known (not retrieved), {self.retrieved} retrieved in "
+            f"{self.seconds:.1f} s ({self.reports_per_s:,.0f} reports/s)",
+            f"  {self.imported} imported ({self.bookmarks} bookmarks), {self.duplicates} already "
+            f"in the graph, {self.pending} pending, {self.quarantined} quarantined",
+            "  requests: " + ", ".join(f"{k} {v}" for k, v in sorted(self.requests.items())),
+            f"  cursor: {self.cursor_before or '-'} -> {self.cursor_after or '-'}",
+        ]
+        if self.retries:
+            lines.append(f"  the PACS failed {self.retries} time(s); retried")
+        lines += [f"  pending: {reason}" for reason in self.pending_reasons[:10]]
+        if self.quarantined:
+            lines.append(f"  quarantined reports and their reasons: {self.quarantine_dir}")
+        return "\n".join(lines)
+
+
+def _dicom_date(text: str) -> str:
+    """``YYYYMMDD`` from ``YYYYMMDD`` or an ISO date."""
+    try:
+        return date.fromisoformat(text).strftime("%Y%m%d")
+    except ValueError:
+        pass
+    try:
+        return datetime.strptime(text, "%Y%m%d").strftime("%Y%m%d")
+    except ValueError:
+        raise PacsError(f"--since {text!r}: expected a date, YYYY-MM-DD or YYYYMMDD") from None
+
+
+class DicomwebSync:
+    """Syncs one source into one graph; :meth:`run` is one sync."""
+
+    def __init__(
+        self,
+        driver: Driver,
+        connection: PacsConnection,
+        *,
+        database: str = "neo4j",
+        options: EtlOptions | None = None,
+        sync: SyncOptions | None = None,
+        client: PacsClient | None = None,
+    ) -> None:
+        self.driver = driver
+        self.database = database
+        self.options = options or EtlOptions()
+        self.sync = sync or SyncOptions()
+        self.client = client or PacsClient(connection, self.sync.retry)
+        self.ledger = Ledger(driver, connection.source, database)
+        self.secret = load_or_create_secret(self.options.secret_path)
+        self.state_dir = Path(self.sync.state_dir or default_state_dir())
+        self.quarantine = self.state_dir / "quarantine"
+        self.pending_dir = self.state_dir / "pending"
+        neighbours = self.sync.neighbours
+        self.neighbours = self.options.model_dir is not None if neighbours is None else neighbours
+
+    # -- one sync --
+
+    def run(self) -> SyncSummary:
+        """One sync; only one at a time per source and state folder (a lock file)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(self.client.connection.source.encode()).hexdigest()[:16]
+        with open(self.state_dir / f".sync-{name}.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise PacsError(
+                    f"another sync of {self.client.connection.source} is running (lock in "
+                    f"{self.state_dir})"
+                ) from None
+            try:
+                return self._run()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _run(self) -> SyncSummary:
+        started = time.perf_counter()
+        before = dict(self.client.counter.snapshot())
+        retries_before = self.client.retries
+        self.ledger.ensure_schema()
+        cursor = self.ledger.cursor()
+        since = _dicom_date(self.sync.since) if self.sync.since else cursor
+        summary = SyncSummary(self.client.connection.source, cursor_before=since)
+        summary.quarantine_dir = str(self.quarantine)
+        dates: list[str] = []
+        pending_dates: list[str | None] = []
+        etl = EtlSummary()
+        # One search per SOP class: list matching of UIDs is not supported by every PACS.
+        for sop_class in sorted(SR_SOP_CLASSES):
+            filters: dict[str, Any] = {"SOPClassUID": sop_class}
+            if since:
+                filters["StudyDate"] = f"{since}-"
+            offset = 0
+            while True:
+                page = self.client.search_instances(
+                    filters=filters,
+                    fields=[STUDY_DATE],
+                    offset=offset,
+                    limit=self.sync.page_size,
+                )
+                offset += len(page)
+                found = self._reports(page)
+                summary.found += len(found)
+                dates += [f.study_date for f in found if f.study_date]
+                known = self.ledger.known([f.key for f in found])
+                todo = [
+                    f for f in found if f.key not in known or known[f.key].status not in SETTLED
+                ]
+                summary.known += len(found) - len(todo)
+                if todo:
+                    outcomes = self._batch(todo, known, summary, etl)
+                    pending_dates += [
+                        f.study_date
+                        for f, o in zip(todo, outcomes, strict=True)
+                        if o.status == PENDING
+                    ]
+                if len(page) < self.sync.page_size:
+                    break
+        # Every page is done: the cursor may move, to the oldest pending report if any (a
+        # pending report without a StudyDate keeps every later search unfiltered).
+        after: str | None
+        if None in pending_dates:
+            after = None
+        elif pending_dates:
+            after = min(d for d in pending_dates if d is not None)
+        elif dates:
+            # Reports of the last `lookback_days` of studies are searched again: a report
+            # is often written, or sent, days after its study (the known ones cost no retrieval).
+            newest = min(max(dates), date.today().strftime("%Y%m%d"))
+            back = datetime.strptime(newest, "%Y%m%d") - timedelta(days=self.sync.lookback_days)
+            after = max(back.strftime("%Y%m%d"), since or "")
+        else:
+            after = since
+        self.ledger.advance(after)
+        summary.cursor_after = after
+        summary.etl = etl.as_dict(files=False)
+        now = self.client.counter.snapshot()
+        summary.requests = {k: now.get(k, 0) - before.get(k, 0) for k in now}
+        summary.retries = self.client.retries - retries_before
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _reports(self, page: list[dict]) -> list[Found]:
+        found = []
+        for item in page:
+            sop_class = tag_value(item, SOP_CLASS)
+            sop = tag_value(item, SOP_UID)
+            study, series = tag_value(item, STUDY_UID), tag_value(item, SERIES_UID)
+            if sop_class not in SR_SOP_CLASSES or not (sop and study and series):
+                continue
+            found.append(
+                Found(
+                    study,
+                    series,
+                    sop,
+                    sop_class,
+                    tag_value(item, STUDY_DATE),
+                    instance_key(self.secret, sop),
+                )
+            )
+        return found
+
+    def _batch(
+        self, todo: list[Found], known: dict, summary: SyncSummary, etl: EtlSummary
+    ) -> list[Outcome]:
+        """Retrieve, import and record one batch; the outcomes in ``todo``'s order."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="batch-", dir=self.state_dir))
+        outcomes: dict[str, Outcome] = {}
+        for found in todo:
+            if found.key in known and known[found.key].status == PENDING:
+                held = self._still_pending(found, known[found.key].first_seen, summary)
+                if held is not None:
+                    outcomes[found.key] = held
+        try:
+            retrieval = BatchRetrieval(
+                self.client,
+                folder / "import",
+                workers=self.sync.workers,
+                neighbours=self.neighbours,
+            )
+            started = time.perf_counter()
+            fetched = retrieval.fetch([f for f in todo if f.key not in outcomes])
+            summary.retrieval_seconds += time.perf_counter() - started
+            summary.retrieved += len(fetched)
+            (folder / "held").mkdir()
+            for item in fetched:
+                if item.path is not None and (item.unreadable or item.waiting):
+                    # Out of the folder the import reads.
+                    item.path = item.path.rename(folder / "held" / item.path.name)
+                early = self._hold_back(item, known, summary)
+                if early is not None:
+                    outcomes[item.found.key] = early
+            ready = [f for f in fetched if f.found.key not in outcomes and f.path is not None]
+            if ready:
+                started = time.perf_counter()
+                result = run_etl(
+                    self.driver,
+                    [folder / "import"],
+                    database=self.database,
+                    options=self.options,
+                    progress=False,
+                )
+                summary.import_seconds += time.perf_counter() - started
+                _merge(etl, result)
+                by_file = {Path(r.file).resolve(): r for r in result.reports}
+                for item in ready:
+                    assert item.path is not None
+                    report = by_file.get(item.path.resolve())
+                    outcomes[item.found.key] = self._settle(item, report, summary)
+            for item in fetched:
+                if outcomes[item.found.key].status != PENDING:
+                    (self.pending_dir / f"{item.found.key}.json").unlink(missing_ok=True)
+            ordered = [outcomes[f.key] for f in todo]
+            self.ledger.record(ordered)
+            return ordered
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _hold_back(self, item: Fetched, known: dict, summary: SyncSummary) -> Outcome | None:
+        """The outcome of a report that is not imported now (unreadable, waiting), else None."""
+        key = item.found.key
+        if item.unreadable is not None:
+            summary.quarantined += 1
+            self._quarantine(item, item.unreadable, [])
+            return Outcome(key, QUARANTINED, "unreadable report")
+        if not item.waiting:
+            return None
+        n = len(item.waiting)
+        reason = f"waiting for {n} referenced CT image(s) not in the PACS yet"
+        first = known[key].first_seen if key in known else None
+        if age_s(first) > self.sync.pending_max_age_s:
+            summary.quarantined += 1
+            self._quarantine(
+                item,
+                f"{reason} after {age_s(first) / 3600:.1f} h (limit "
+                f"{self.sync.pending_max_age_s / 3600:.1f} h): " + ", ".join(item.waiting),
+                [],
+            )
+            return Outcome(key, QUARANTINED, "referenced CT never arrived")
+        summary.pending += 1
+        summary.pending_reasons.append(f"{item.found.sop}: {reason}: " + ", ".join(item.waiting))
+        self._write_private(
+            self.pending_dir / f"{key}.json",
+            {
+                "sop_instance_uid": item.found.sop,
+                "study_instance_uid": item.found.study,
+                "waiting": {uid: list(where) for uid, where in item.waiting.items()},
+            },
+        )
+        return Outcome(key, PENDING, reason)
+
+    def _still_pending(
+        self, item: Found, first_seen: datetime | None, summary: SyncSummary
+    ) -> Outcome | None:
+        """A pending report whose CT images are still missing stays pending, found out with a
+        QIDO-RS search per image and no retrieval; None when it must be retrieved again (its CT
+        arrived, it is too old, or this machine has no note of what it waits for)."""
+        note = self.pending_dir / f"{item.key}.json"
+        if not note.is_file() or age_s(first_seen) > self.sync.pending_max_age_s:
+            return None
+        try:
+            waiting = json.loads(note.read_text())["waiting"]
+        except (ValueError, KeyError, OSError):
+            return None
+        missing = []
+        for uid, (study, series) in waiting.items():
+            hits = self.client.search_instances(
+                study=study, series=series or None, filters={"SOPInstanceUID": uid}
+            )
+            if not hits:
+                missing.append(uid)
+        if not missing:
+            return None
+        reason = f"waiting for {len(missing)} referenced CT image(s) not in the PACS yet"
+        summary.pending += 1
+        summary.pending_reasons.append(f"{item.sop}: {reason}: " + ", ".join(missing))
+        return Outcome(item.key, PENDING, reason)
+
+    def _write_private(self, path: Path, content: dict) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(content, indent=2) + "\n")
+        os.replace(tmp, path)
+
+    def _settle(self, item: Fetched, report: Any, summary: SyncSummary) -> Outcome:
+        key = item.found.key
+        if report is None:  # cannot happen: every file of the batch gets a report
+            raise PacsError(f"the import gave no report for {item.path}")
+        problems = [str(p) for p in report.problems]
+        if report.status == "rejected":
+            summary.quarantined += 1
+            self._quarantine(item, "the reader rejected the report", problems)
+            return Outcome(key, QUARANTINED, f"rejected by the reader: {len(problems)} problem(s)")
+        summary.bookmarks += report.new
+        if problems:
+            self._quarantine(
+                item, f"{report.new} bookmarks imported, these groups skipped", problems
+            )
+        if report.status == "duplicate" or report.new == 0:
+            summary.duplicates += 1
+            return Outcome(key, DUPLICATE, None, 0)
+        summary.imported += 1
+        return Outcome(
+            key, IMPORTED, f"{len(problems)} group(s) skipped" if problems else None, report.new
+        )
+
+    def _quarantine(self, item: Fetched, reason: str, problems: list[str]) -> None:
+        """Keep the report's file and a reason file in ``quarantine/`` (0700: they hold ids)."""
+        self.quarantine.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.quarantine, 0o700)
+        name = f"{item.found.key}.dcm"
+        if item.path is not None and item.path.is_file():
+            shutil.copyfile(item.path, self.quarantine / name)
+        text = {
+            "sop_instance_uid": item.found.sop,
+            "study_instance_uid": item.found.study,
+            "series_instance_uid": item.found.series,
+            "source": self.client.connection.source,
+            "processed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "reason": reason,
+            "problems": problems,
+            "file": name if item.path is not None else None,
+        }
+        self._write_private(self.quarantine / f"{name}.reason.json", text)
+        log.warning("quarantined %s: %s", item.found.sop, reason)
+
+
+def _merge(total: EtlSummary, part: EtlSummary) -> None:
+    for report in part.reports:
+        total.add(report)
+    total.embedded += part.embedded
+    total.similar_edges += part.similar_edges
+    total.patients_rematched += part.patients_rematched
+    total.reader_links += part.reader_links
+    for key, n in part.location.items():
+        total.location[key] = total.location.get(key, 0) + n
+    total.seconds += part.seconds
+
+
+def sync_dicomweb(
+    driver: Driver,
+    connection: PacsConnection,
+    *,
+    database: str = "neo4j",
+    options: EtlOptions | None = None,
+    sync: SyncOptions | None = None,
+    client: PacsClient | None = None,
+) -> SyncSummary:
+    """One sync of ``connection`` into the graph (see the module docstring)."""
+    return DicomwebSync(
+        driver, connection, database=database, options=options, sync=sync, client=client
+    ).run()
+
+
+def watch_dicomweb(
+    driver: Driver,
+    connection: PacsConnection,
+    *,
+    database: str = "neo4j",
+    options: EtlOptions | None = None,
+    sync: SyncOptions | None = None,
+    poll_s: float = 5.0,
+    stop: threading.Event | None = None,
+    max_syncs: int | None = None,
+    on_sync: Callable[[SyncSummary], None] | None = None,
+    client: PacsClient | None = None,
+) -> list[SyncSummary]:
+    """Sync every ``poll_s`` seconds until ``stop`` is set, ``max_syncs`` syncs, or Ctrl-C.
+
+    A PACS that stays unreachable through a sync's retries is logged and tried again at the next
+    poll; wrong credentials stop the watch (:class:`PacsAuthError`)."""
+    syncer = DicomwebSync(
+        driver, connection, database=database, options=options, sync=sync, client=client
+    )
+    summaries: list[SyncSummary] = []
+    try:
+        while not (stop is not None and stop.is_set()):
+            try:
+                summary = syncer.run()
+            except PacsAuthError:
+                raise
+            except PacsError as exc:
+                log.error("%s; trying again in %.0f s", exc, poll_s)
+            else:
+                summaries.append(summary)
+                if summary.retrieved:
+                    log.info("%s", summary.describe())
+                if on_sync is not None:
+                    on_sync(summary)
+            if max_syncs is not None and len(summaries) >= max_syncs:
+                break
+            if stop is not None:
+                stop.wait(poll_s)
+            else:
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        log.info("stopped")
+    return summaries
