@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # The local Neo4j lives in $LESIONKG_HOME/neo4j (default ~/.lesionkg/neo4j), the same place the
 # lesionkg command looks for it when run by hand after `make demo`.
 
-.PHONY: setup system-packages typecheck architecture demo test test-fast lint bench bench-model bench-graph bench-etl neo4j-start neo4j-stop clean
+.PHONY: setup system-packages typecheck architecture demo test test-fast lint bench bench-model bench-graph bench-etl bench-web explore neo4j-start neo4j-stop clean
 
 setup: $(VENV)/.installed system-packages
 
@@ -73,3 +73,11 @@ clean:
 # inbox-to-track latency of --watch, in a fresh Neo4j.
 bench-etl: setup
 	$(BIN)/python bench/etl_throughput.py
+
+# The lesion explorer on the configured Neo4j (after make demo: the demo's), http://127.0.0.1:8000.
+explore: neo4j-start
+	$(BIN)/lesionkg serve
+
+# The lesion explorer under 8 concurrent clients on >= 32,000 lesions, in a fresh Neo4j.
+bench-web: setup
+	$(BIN)/python bench/web_explorer.py

@@ -13,6 +13,15 @@ FOR (l:Lesion) REQUIRE l.lesion_id IS UNIQUE;
 CREATE CONSTRAINT lesion_type_code_unique IF NOT EXISTS
 FOR (t:LesionType) REQUIRE t.code IS UNIQUE;
 
+// One node per embedding space: imports lock it to keep SIMILAR_TO exact (graph/lock_space).
+CREATE CONSTRAINT embedding_space_name_unique IF NOT EXISTS
+FOR (s:EmbeddingSpace) REQUIRE s.name IS UNIQUE;
+
+// One pseudonymisation key per graph (etl/record_key merges the node on scope = 'graph'): of two
+// first imports with different keys, the second is refused.
+CREATE CONSTRAINT pseudonym_key_scope_unique IF NOT EXISTS
+FOR (k:PseudonymKey) REQUIRE k.scope IS UNIQUE;
+
 // lesions_by_type_and_size, type_distribution
 CREATE INDEX lesion_coarse_type IF NOT EXISTS FOR (l:Lesion) ON (l.coarse_type);
 

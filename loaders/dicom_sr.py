@@ -100,6 +100,7 @@ from lesionkg.loaders.sr_content import (
     MeasuredAxis,
     SkipGroup,
     SRImageRef,
+    check_stated_lengths,
     check_unit,
     concept_key,
     describe_measurements,
@@ -275,39 +276,6 @@ def _study_datetime(ds: Dataset, source: str, limits: InputLimits) -> str | None
     return when
 
 
-def _stated_lengths(item: Dataset) -> list[tuple[str, float]]:
-    """Every value a raw NUM content item states, as written: NumericValue and, when present,
-    FloatingPointValue. highdicom rebuilds a NUM from the float alone, so a NaN, negative or zero
-    NumericValue beside a good float would pass unseen if only its value were read."""
-    values: list[tuple[str, float]] = []
-    for measured in item.get("MeasuredValueSequence") or []:
-        for keyword in ("NumericValue", "FloatingPointValue"):
-            raw = measured.get(keyword)
-            if raw is None or str(raw).strip() == "":
-                continue
-            try:
-                values.append((keyword, float(str(raw).strip())))
-            except ValueError:
-                values.append((keyword, math.nan))
-    return values
-
-
-def _check_stated_lengths(items: Any) -> None:
-    """Refuse the group when a length NUM anywhere in it states a value that is not a positive
-    finite number (rule ``length_not_positive``), before highdicom reads it."""
-    for item in items or []:
-        role = LENGTH_CONCEPTS.get(raw_concept_key(item) or ("", ""))
-        if role is not None and item.get("ValueType") == "NUM":
-            for keyword, stated in _stated_lengths(item):
-                if not math.isfinite(stated) or stated <= 0.0:
-                    raise SkipGroup(
-                        f"stated length {stated:g} ({keyword}) is not a positive finite length",
-                        role,
-                        LENGTH_NOT_POSITIVE,
-                    )
-        _check_stated_lengths(item.get("ContentSequence"))
-
-
 class _ReportReader:
     """Reads the measurement groups of one report against one CT index."""
 
@@ -336,6 +304,9 @@ class _ReportReader:
             raise report_rejection(source, "StudyInstanceUID is empty", "StudyInstanceUID")
         self.study_datetime = _study_datetime(ds, source, limits)
         self.evidence = evidence_of(ds)
+        # Which measurement a bookmark is: the group's tracking UID, else this report's instance
+        # and group number (a duplicate is the same measurement, never "similar values").
+        self.instance_uid = str(ds.get("SOPInstanceUID", "") or "").strip()
 
     def read(self, groups: list[Dataset]) -> MeasurementReportResult:
         bookmarks: list[Bookmark] = []
@@ -355,7 +326,7 @@ class _ReportReader:
         return MeasurementReportResult(tuple(bookmarks), tuple(skipped))
 
     def _group(self, number: int, raw: Dataset) -> Bookmark:
-        _check_stated_lengths(raw.get("ContentSequence"))
+        check_stated_lengths(raw.get("ContentSequence"))
         try:
             group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations.from_sequence([raw])
             measurements = group.get_measurements()
@@ -454,6 +425,13 @@ class _ReportReader:
             tracking_id=group.tracking_identifier or None,
             tracking_uid=str(tracking_uid) if tracking_uid else None,
             location=None,
+            measurement_uid=(
+                f"tu:{tracking_uid}"
+                if tracking_uid
+                else f"sr:{self.instance_uid}#{number}"
+                if self.instance_uid
+                else None
+            ),
         )
 
     @staticmethod

@@ -68,6 +68,13 @@ lines with the same patient, study, image (compared by the last two components o
 in the lesion id) and axis endpoints (rounded to 0.01 px, in either direction) are one bookmark
 given twice, and the later line is rejected, naming the earlier one.
 
+**Limits and plausibility** (defaults; see `docs/input-limits.md`, each problem names its rule):
+a regular file of at most 1 GiB, lines of at most 64 KiB, JSON nested at most 64 deep (checked
+before decoding), string fields of at most 4,096 characters; the image at most 4096 x 4096 pixels
+(from its header) and whole (every PNG chunk and its image data checked before anything is
+imported); axis endpoints on the image (16 px margin); spacing within 0.01..10 mm; the study
+date from 1900-01-01 to tomorrow.
+
 ---------------------------------------------------------------------------------------------------
 
 :func:`read_jsonl_bookmarks` returns one :class:`~lesionkg.core.records.Bookmark` per line, in file
@@ -90,8 +97,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pydicom
-
 from lesionkg.core.errors import InvalidInputError, Problem
 from lesionkg.core.limits import (
     DATE_RANGE,
@@ -107,14 +112,8 @@ from lesionkg.core.limits import (
 )
 from lesionkg.core.pseudonym import lesion_key
 from lesionkg.core.records import COARSE_TYPES, Bookmark, ImageRef
-from lesionkg.loaders.ct import dicom_pixels_refusal
-from lesionkg.loaders.guards import (
-    Refusal,
-    json_depth_refusal,
-    png_refusal,
-    read_png_info,
-    regular_file_refusal,
-)
+from lesionkg.loaders.guards import json_depth_refusal, regular_file_refusal
+from lesionkg.loaders.images import ImageCheck, check_key_slice_image
 
 __all__ = [
     "FIELDS",
@@ -150,8 +149,6 @@ OUTCOME = "nothing was imported"
 AXIS_TOLERANCE_MM = 1e-6
 
 _TYPE_CODES: dict[str, int] = {name: code for code, name in COARSE_TYPES.items()}
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_GRAY = 0
 _SHOWN_CHARS = 60
 
 
@@ -162,14 +159,6 @@ class _FieldError(ValueError):
     def __init__(self, reason: str, rule: str | None = None) -> None:
         super().__init__(reason)
         self.rule = rule
-
-
-@dataclass(frozen=True, slots=True)
-class _ImageCheck:
-    """What checking one image file gave: why it is refused, and its width and height."""
-
-    refusal: Refusal | None
-    size_px: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,69 +292,6 @@ def _coarse_type(value: Any) -> int:
     )
 
 
-def _image_check(path: Path, limits: InputLimits) -> _ImageCheck:
-    """Why ``path`` is not a usable key slice image (``refusal`` None when it is one), and its
-    size when known."""
-    refusal = regular_file_refusal(path)
-    if refusal is not None:
-        return _ImageCheck(Refusal(f"image {path} {refusal.reason}", refusal.rule))
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except FileNotFoundError:
-        return _refused_image(
-            f"image not found: {path} (--allow-missing-images imports it without the image)"
-        )
-    except IsADirectoryError:
-        return _refused_image(f"image {path} is a directory, expected a PNG or DICOM file")
-    except OSError as exc:
-        return _refused_image(f"image {path} cannot be read ({exc.strerror})")
-    if head.startswith(_PNG_SIGNATURE):
-        # IHDR is always the first chunk: bit depth at byte 24, colour type at byte 25. An 8-bit
-        # or colour PNG holds no HU values, and would be read as garbage.
-        if not (
-            len(head) >= 26 and head[12:16] == b"IHDR" and head[24] == 16 and head[25] == _PNG_GRAY
-        ):
-            return _refused_image(
-                f"image {path} is a PNG but not 16-bit grayscale: expected DeepLesion's "
-                "convention (HU + 32768 in a 16-bit grayscale PNG)"
-            )
-        # The whole file is checked now (size from the header first, then every chunk): a PNG
-        # cut after a valid header would otherwise fail when its pixels are first read, halfway
-        # through the import, after other lines were written.
-        try:
-            refusal = png_refusal(path, limits)
-        except OSError as exc:
-            return _refused_image(f"image {path} cannot be read ({exc.strerror})")
-        if refusal is not None:
-            return _ImageCheck(Refusal(f"image {path}: {refusal.reason}", refusal.rule))
-        info = read_png_info(head)
-        assert info is not None  # png_refusal read the same header
-        return _ImageCheck(None, (info.width, info.height))
-    if head[128:132] == b"DICM":
-        return _dicom_check(path, limits)
-    return _refused_image(
-        f"image {path} is neither a PNG nor a DICOM file (no PNG signature, no DICM preamble)"
-    )
-
-
-def _refused_image(reason: str) -> _ImageCheck:
-    return _ImageCheck(Refusal(reason, None))
-
-
-def _dicom_check(path: Path, limits: InputLimits) -> _ImageCheck:
-    """The pixel limit and the size of a DICOM key slice, from its header only."""
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        refusal = dicom_pixels_refusal(ds, limits)
-        size = (int(ds.Columns), int(ds.Rows))
-    except Exception:  # pydicom raises many types; an unreadable header was accepted before
-        return _ImageCheck(None)
-    if refusal is not None:
-        return _ImageCheck(Refusal(f"image {path}: {refusal.reason}", refusal.rule))
-    return _ImageCheck(None, size)
-
-
 # --- lines ----------------------------------------------------------------------------------------
 
 
@@ -414,7 +340,7 @@ class _Reader:
         self.bookmarks: list[Bookmark] = []
         self._keys: dict[tuple[str, ...], int] = {}
         self._studies: dict[tuple[str, str], _Earlier] = {}
-        self._images: dict[Path, _ImageCheck] = {}
+        self._images: dict[Path, ImageCheck] = {}
         self.syntax_errors = 0
 
     def problem(self, line: int, field: str | None, reason: str, rule: str | None = None) -> None:
@@ -561,7 +487,7 @@ class _Reader:
         # abspath, not resolve(): the path stays the one the export named, symlinks included.
         path = Path(os.path.abspath(self.folder / value.strip()))
         if path not in self._images:
-            self._images[path] = _image_check(path, self.limits)
+            self._images[path] = check_key_slice_image(path, self.limits)
         refusal = self._images[path].refusal
         if refusal is not None and not (self.allow_missing_images and not path.exists()):
             raise _FieldError(refusal.reason, refusal.rule)

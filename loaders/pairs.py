@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from lesionkg.core.errors import InvalidInputError, Problem
+from lesionkg.loaders.guards import regular_file_refusal
 
 PAIR_COLUMNS = ("source_File_name", "target_File_name")
 PAIR_DIAMETERS = ("source_recist_diameter_mm", "target_recist_diameter_mm")
@@ -46,12 +47,20 @@ class LesionLabels:
     line: int
 
 
-def _refused(path: str, reason: str, line: int | None = None) -> InvalidInputError:
-    return InvalidInputError([Problem(path, line, None, reason)], outcome="nothing was evaluated")
+def _refused(
+    path: str, reason: str, line: int | None = None, rule: str | None = None
+) -> InvalidInputError:
+    return InvalidInputError(
+        [Problem(path, line, None, reason, rule)], outcome="nothing was evaluated"
+    )
 
 
 def _rows(path: str, required: tuple[str, ...], kind: str) -> Iterator[tuple[int, dict]]:
     """``(line, row)`` of a CSV file whose header has the ``required`` columns."""
+    not_regular = regular_file_refusal(path)
+    if not_regular is not None:
+        # a FIFO would block open() until a writer comes
+        raise _refused(path, not_regular.reason, rule=not_regular.rule)
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)

@@ -12,6 +12,7 @@ import highdicom as hd
 from pydicom.dataset import Dataset
 
 from lesionkg.core.errors import InvalidInputError, Problem
+from lesionkg.core.limits import LENGTH_NOT_POSITIVE
 
 LONG_AXIS = "Long Axis"
 SHORT_AXIS = "Short Axis"
@@ -276,3 +277,36 @@ def _unit_kind(axis: MeasuredAxis) -> str:
     if code == "[hnsf'U]":
         return "is Hounsfield units, not a length"
     return "is not a length unit"
+
+
+def _stated_lengths(item: Dataset) -> list[tuple[str, float]]:
+    """Every value a raw NUM content item states, as written: NumericValue and, when present,
+    FloatingPointValue. highdicom rebuilds a NUM from the float alone, so a NaN, negative or zero
+    NumericValue beside a good float would pass unseen if only its value were read."""
+    values: list[tuple[str, float]] = []
+    for measured in item.get("MeasuredValueSequence") or []:
+        for keyword in ("NumericValue", "FloatingPointValue"):
+            raw = measured.get(keyword)
+            if raw is None or str(raw).strip() == "":
+                continue
+            try:
+                values.append((keyword, float(str(raw).strip())))
+            except ValueError:
+                values.append((keyword, math.nan))
+    return values
+
+
+def check_stated_lengths(items: Any) -> None:
+    """Refuse the group when a length NUM anywhere in it states a value that is not a positive
+    finite number (rule ``length_not_positive``), before highdicom reads it."""
+    for item in items or []:
+        role = LENGTH_CONCEPTS.get(raw_concept_key(item) or ("", ""))
+        if role is not None and item.get("ValueType") == "NUM":
+            for keyword, stated in _stated_lengths(item):
+                if not math.isfinite(stated) or stated <= 0.0:
+                    raise SkipGroup(
+                        f"stated length {stated:g} ({keyword}) is not a positive finite length",
+                        role,
+                        LENGTH_NOT_POSITIVE,
+                    )
+        check_stated_lengths(item.get("ContentSequence"))

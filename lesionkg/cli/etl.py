@@ -88,6 +88,12 @@ from lesionkg.core.errors import LesionKGError
     default=None,
     help="Where the HNSW indexes are kept [default: $LESIONKG_HOME/index/DATABASE].",
 )
+@click.option(
+    "--update",
+    is_flag=True,
+    help="Apply a re-import's changed values (type, location, window, series; sex, age) and "
+    "report them per field [default: refuse the file, naming field and both values].",
+)
 @device_option("cpu")
 @FORMAT
 @QUIET
@@ -109,6 +115,7 @@ def etl_cmd(
     k: int,
     index_dir: Path | None,
     device: str,
+    update: bool,
     fmt: str,
     quiet: bool,
 ) -> None:
@@ -117,7 +124,7 @@ def etl_cmd(
     from lesionkg.etl.importer import EtlOptions, run_etl
 
     if not paths and inbox is None and dicomweb is None and not listen:
-        raise click.UsageError("give PATH... to import, or --watch INBOX")
+        raise click.UsageError("give PATH... to import, --watch INBOX, --dicomweb URL or --listen")
     if paths and inbox is not None:
         raise click.UsageError("give either PATH... or --watch INBOX, not both")
     options = EtlOptions(
@@ -129,6 +136,7 @@ def etl_cmd(
         k=k,
         index_dir=index_dir,
         device=device,
+        update=update,
     )
     if dicomweb is not None or listen:
         from lesionkg.cli import pacs

@@ -58,6 +58,12 @@ def load_group() -> None:
     show_default=True,
     help="Concurrent write transactions.",
 )
+@click.option(
+    "--update",
+    is_flag=True,
+    help="Apply rows that change a known type, sex or age, and report them per field "
+    "[default: refuse the file, naming field and both values].",
+)
 @FORMAT
 @QUIET
 @with_driver
@@ -69,6 +75,7 @@ def load_deeplesion_cmd(
     dataset: str | None,
     batch_size: int,
     writers: int,
+    update: bool,
     fmt: str,
     quiet: bool,
     *,
@@ -88,6 +95,7 @@ def load_deeplesion_cmd(
         dataset=dataset,
         batch_size=batch_size,
         writers=writers,
+        update=update,
         progress=not quiet,
     )
     emit(summary, fmt)

@@ -3,7 +3,6 @@ read-only Cypher."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -39,13 +38,11 @@ def cypher_cmd(statement: str, params: tuple[str, ...], fmt: str) -> None:
     """Run an ad-hoc read-only Cypher statement (values of --param are JSON, else strings)."""
     from lesionkg.db.guard import run_read_only
     from lesionkg.db.queries import QueryResult, parse_param_options
+    from lesionkg.db.statements import json_param
 
-    values: dict[str, Any] = {}
-    for key, raw in parse_param_options(params).items():
-        try:
-            values[key] = json.loads(raw)
-        except ValueError:
-            values[key] = raw
+    values: dict[str, Any] = {
+        key: json_param(key, raw) for key, raw in parse_param_options(params).items()
+    }
     with connected() as (driver, database):
         # The one read-only guard (EXPLAIN check, READ transaction) the web console uses too.
         result = run_read_only(driver, database, statement, values, timeout_s=None, max_rows=None)

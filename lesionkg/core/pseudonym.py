@@ -53,15 +53,32 @@ different measurements get different ones:
    (an axis drawn from the other end is the same axis), as `px:x1,y1,x2,y2`; an axis given
    without endpoints by its length rounded to 0.01 mm (`mm:12.35`); `-` for no short axis.
 
-0.01 px (under 0.01 mm on CT) is far below any real difference between two measurements and far
-above float32 / float64 noise. Not in the key: the series (the image implies it), the pixel
-spacing (the image fixes it), type, location, finding and tracking (they describe the lesion, not
-which measurement it is). Two bookmarks with the same key are one bookmark: the readers reject the
-later one as a duplicate.
+4. when the source names the measurement itself, that name (`Bookmark.measurement_uid`): a
+   DICOM SR group's tracking UID (`tu:UID`), else the report's SOP Instance UID and the group's
+   number (`sr:UID#3`); an AIM annotation's uid (`aim:UID`). JSON Lines and DeepLesion rows name
+   no measurement and have the first three parts only.
 
-**What enters the graph** from a bookmark: the hashed ids; the study date and time in clear (it
-orders a patient's studies; it is a quasi-identifier, so the graph must stay as protected as the
-hospital's own data); the measurement (mm lengths, pixel endpoints, pixel spacing); the coded
+0.01 px (under 0.01 mm on CT) is far below any real difference between two measurements and far
+above float32 / float64 noise. A duplicate is the same measurement given twice (the same report
+group or annotation, a re-imported file, an AIM file and its AIM SR twin), never "the same image
+and similar values": three measurements with their own tracking UIDs on one slice are three
+lesions even when their values are equal (an ellipse gives no endpoints, only a length). Not in
+the key: the series (the image implies it), the pixel spacing (the image fixes it), type,
+location and finding (they describe the lesion, not which measurement it is). Two bookmarks with
+the same key are one bookmark: the later one is counted as a duplicate.
+
+**Dates.** Study dates and times identify (HIPAA Safe Harbor; DICOM PS3.15's profile). They enter
+the graph shifted by a per-patient offset: `date_shift_days(P-id)` whole days earlier, between
+1 and 1096 (about three years), from `HMAC-SHA256(key, "lesionkg/v1/date-shift" + NUL + JSON
+["P-..."])`; the time of day and any UTC offset are kept. One patient's studies all move by the
+same days, so study order and follow-up intervals are exact; another patient's move by another
+amount, and without the key the true dates cannot be recomputed. The offset needs only the
+pseudonymous patient id and the key, so a graph imported before (with dates in clear) is migrated
+from the graph itself (`lesionkg.etl.dates`).
+
+**What enters the graph** from a bookmark: the hashed ids; the study date and time shifted by the
+patient's offset (above: it orders a patient's studies and keeps their intervals); the
+measurement (mm lengths, pixel endpoints, pixel spacing); the coded
 finding and finding site (code meanings, never free text); the coarse type; the normalised
 location; the hashed tracking UID and label. The source file and the image path stay out: a path
 can hold a patient's name.
@@ -78,6 +95,7 @@ from __future__ import annotations
 import hmac
 import json
 from dataclasses import dataclass
+from datetime import date, timedelta
 from hashlib import sha256
 from pathlib import PurePath
 
@@ -86,12 +104,18 @@ from lesionkg.core.records import Bookmark, ImageRef
 
 #: Shortest secret accepted, bytes (128 bits).
 MIN_SECRET_BYTES = 16
+#: Study dates move this many whole days earlier at least / at most (per patient, from the key).
+DATE_SHIFT_MIN_DAYS = 1
+DATE_SHIFT_MAX_DAYS = 1096
 
 __all__ = [
+    "DATE_SHIFT_MAX_DAYS",
+    "DATE_SHIFT_MIN_DAYS",
     "MIN_SECRET_BYTES",
     "Pseudonymizer",
     "PseudonymousBookmark",
     "lesion_key",
+    "shift_datetime",
 ]
 
 
@@ -133,19 +157,32 @@ def _image_text(image: ImageRef | None) -> str:
     return "-"
 
 
-def lesion_key(bookmark: Bookmark) -> tuple[str, str, str, str, str]:
-    """What identifies a bookmark: patient key, study key, image, long axis, short axis.
+def lesion_key(bookmark: Bookmark) -> tuple[str, ...]:
+    """What identifies a bookmark: patient key, study key, image, long axis, short axis, and the
+    source's name of the measurement when it has one (``Bookmark.measurement_uid``).
 
     See the module documentation for each part. Bookmarks with equal keys are one bookmark
     (duplicates); :meth:`Pseudonymizer.lesion_id` hashes this tuple.
     """
-    return (
+    key = (
         bookmark.patient_key,
         bookmark.study_key,
         _image_text(bookmark.image),
         _axis_text(bookmark.long_axis_px, bookmark.long_axis_mm),
         _axis_text(bookmark.short_axis_px, bookmark.short_axis_mm),
     )
+    if bookmark.measurement_uid:
+        return (*key, "m:" + bookmark.measurement_uid)
+    return key
+
+
+def shift_datetime(value: str | None, days: int) -> str | None:
+    """An ISO 8601 date or date and time (``2024-03-01``, ``2024-03-01T10:22:00+01:00``) moved by
+    ``days`` whole days; the time of day and the UTC offset are kept as written."""
+    if value is None:
+        return None
+    moved = date.fromisoformat(value[:10]) + timedelta(days=days)
+    return moved.isoformat() + value[10:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +196,8 @@ class PseudonymousBookmark:
     lesion_id: str
     patient_id: str
     study_id: str
-    #: ISO 8601 study date or date and time, as the source gave it; orders a patient's studies
+    #: ISO 8601 study date or date and time, shifted by the patient's offset (whole days, see
+    #: :meth:`Pseudonymizer.date_shift_days`); orders a patient's studies
     study_datetime: str | None
     series_id: str | None
     long_axis_mm: float
@@ -179,6 +217,8 @@ class PseudonymousBookmark:
     tracking_id: str | None
     #: display window min, max, HU
     window_hu: tuple[float, float] | None = None
+    #: the long axis recomputed from the image's spacing when it disagrees with the stated one
+    recomputed_long_axis_mm: float | None = None
 
 
 class Pseudonymizer:
@@ -242,14 +282,27 @@ class Pseudonymizer:
         """``TI-`` + 16 hex digits for a tracking identifier (label) of one patient."""
         return "TI-" + self._hash(b"tracking-id", [patient_key, tracking_id])
 
+    def date_shift_days(self, patient_id: str) -> int:
+        """The whole days (negative: earlier) by which the study dates of the pseudonymous patient
+        ``patient_id`` (``P-...``) are shifted, in ``-DATE_SHIFT_MAX_DAYS..-DATE_SHIFT_MIN_DAYS``.
+
+        From the key and the pseudonymous id only, so a graph can be migrated from its own ids.
+        """
+        span = DATE_SHIFT_MAX_DAYS - DATE_SHIFT_MIN_DAYS + 1
+        return -(DATE_SHIFT_MIN_DAYS + int(self._hash(b"date-shift", [patient_id]), 16) % span)
+
     def pseudonymise(self, bookmark: Bookmark) -> PseudonymousBookmark:
-        """What of ``bookmark`` may enter the graph, with every identifier hashed."""
+        """What of ``bookmark`` may enter the graph, with every identifier hashed and the study
+        date shifted by the patient's offset."""
         patient, study = bookmark.patient_key, bookmark.study_key
+        patient_id = self.patient_id(patient)
         return PseudonymousBookmark(
             lesion_id=self.lesion_id(bookmark),
-            patient_id=self.patient_id(patient),
+            patient_id=patient_id,
             study_id=self.study_id(patient, study),
-            study_datetime=bookmark.study_datetime,
+            study_datetime=shift_datetime(
+                bookmark.study_datetime, self.date_shift_days(patient_id)
+            ),
             series_id=(
                 self.series_id(patient, study, bookmark.series_key)
                 if bookmark.series_key is not None
@@ -275,4 +328,5 @@ class Pseudonymizer:
                 else None
             ),
             window_hu=bookmark.window_hu,
+            recomputed_long_axis_mm=bookmark.recomputed_long_axis_mm,
         )

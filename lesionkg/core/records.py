@@ -159,3 +159,8 @@ class Bookmark:
     #: set only when it disagrees with the stated ``long_axis_mm`` beyond the reader's tolerance
     #: (the stated length is kept: readers calibrate, images get re-exported)
     recomputed_long_axis_mm: float | None = None
+    #: the source's own identity of this measurement, when it has one: ``tu:`` + the group's
+    #: tracking UID or ``sr:`` + SOP Instance UID + ``#`` + group number (DICOM SR), ``aim:`` +
+    #: the annotation's uid (AIM). Part of the lesion key: equal values are one measurement,
+    #: different values never are (see :func:`lesionkg.core.pseudonym.lesion_key`)
+    measurement_uid: str | None = None

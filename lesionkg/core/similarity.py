@@ -414,3 +414,147 @@ def type_accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
     predicted, truth = np.asarray(predicted), np.asarray(truth)
     known = truth >= 0
     return float((predicted[known] == truth[known]).mean()) if known.any() else math.nan
+
+
+# -- incremental kNN: what newcomers change in existing lists -----------------------------------
+
+
+def pair_distances(a: np.ndarray, b: np.ndarray, *, metric: Metric) -> np.ndarray:
+    """Distance of each row pair ``(a[i], b[i])`` in hnswlib's convention (module docstring),
+    float32 arithmetic; ``a`` and ``b`` are ``(P, D)``. Returns ``(P,)`` float32."""
+    check_metric(metric)
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"pairs {a.shape} and {b.shape} must both be (P, D)")
+    if metric == "l2":
+        return ((a - b) ** 2).sum(axis=1, dtype=np.float32)
+    na = np.linalg.norm(a, axis=1) + _NORM_EPS
+    nb = np.linalg.norm(b, axis=1) + _NORM_EPS
+    return (1.0 - (a * b).sum(axis=1) / (na * nb)).astype(np.float32)
+
+
+#: pairs whose distance :func:`reverse_candidates` computes at once (bounds the temporary)
+_PAIR_CHUNK = 65536
+
+
+def reverse_candidates(
+    kth: np.ndarray,
+    query_pos: np.ndarray,
+    query_dist: np.ndarray,
+    new_vectors: np.ndarray,
+    old_vectors: np.ndarray,
+    *,
+    metric: Metric,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The existing lesions whose kNN list a newcomer may enter: a reverse-kNN search.
+
+    ``kth (N,)``: each existing lesion's current k-th neighbour distance (``inf`` when its list
+    holds fewer than k). ``query_pos / query_dist (Q, K)``: an index search of the ``Q``
+    newcomers (``new_vectors (Q, D)``) among the existing ``old_vectors (N, D)``, nearest first,
+    -1 / ``inf`` where missing. Lesion ``i`` may take newcomer ``q`` when ``d(i, q) <= kth[i]``
+    (ties are the caller's to break). The search covers every ``i`` within the newcomer's K-th
+    distance ``D_K``; any other ``i`` is at least ``D_K`` away, so only those with ``kth[i] >
+    D_K`` can still qualify, and their distances are computed here exactly. So nothing is missed
+    but what the approximate search itself missed within ``D_K``.
+
+    Returns ``(old, new, distance)``: positions into ``old_vectors``, rows of ``new_vectors`` and
+    the distance of each qualifying pair (each pair once).
+    """
+    kth = np.asarray(kth, dtype=np.float64)
+    query_pos = np.asarray(query_pos, dtype=np.int64)
+    query_dist = np.asarray(query_dist, dtype=np.float64)
+    n_new, big_k = query_pos.shape
+    n_old = len(kth)
+    if n_new == 0 or n_old == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy(), np.zeros(0, dtype=np.float64)
+    # From the search: pairs within the lesion's k-th distance.
+    rows = np.repeat(np.arange(n_new), big_k)
+    cols = query_pos.ravel()
+    dist = query_dist.ravel()
+    found = (cols >= 0) & np.isfinite(dist)
+    found[found] &= dist[found] <= kth[cols[found]]
+    pairs_old, pairs_new, pairs_d = [cols[found]], [rows[found]], [dist[found]]
+    # Beyond the search: lesions whose k-th distance exceeds the newcomer's K-th distance. A
+    # search that returned fewer than K (or covered the whole base) leaves nothing beyond.
+    complete = (query_pos[:, -1] < 0) | ~np.isfinite(query_dist[:, -1]) if big_k else None
+    d_k = (
+        np.where(complete | (big_k >= n_old), np.inf, query_dist[:, -1])
+        if big_k
+        else np.full(n_new, -np.inf)
+    )
+    by_kth = np.argsort(-kth, kind="stable")
+    sorted_kth = -kth[by_kth]
+    # How many lesions have kth > d_k: the first `beyond` of by_kth.
+    beyond = np.searchsorted(sorted_kth, -d_k, side="left")
+    total = int(beyond.sum())
+    if total:
+        extra_new = np.repeat(np.arange(n_new), beyond)
+        starts = np.repeat(np.cumsum(beyond) - beyond, beyond)
+        extra_old = by_kth[np.arange(total) - starts]
+        searched = np.zeros(0, dtype=np.int64)
+        if big_k:
+            # Pairs the search already scored keep its distance.
+            valid = query_pos >= 0
+            searched = np.unique(
+                np.repeat(np.arange(n_new), big_k)[valid.ravel()] * n_old + query_pos[valid]
+            )
+        key = extra_new * n_old + extra_old
+        fresh = ~np.isin(key, searched)
+        extra_new, extra_old = extra_new[fresh], extra_old[fresh]
+        new_arr = np.asarray(new_vectors, dtype=np.float32)
+        old_arr = np.asarray(old_vectors, dtype=np.float32)
+        for s in range(0, len(extra_new), _PAIR_CHUNK):
+            e_new = extra_new[s : s + _PAIR_CHUNK]
+            e_old = extra_old[s : s + _PAIR_CHUNK]
+            d = pair_distances(old_arr[e_old], new_arr[e_new], metric=metric).astype(np.float64)
+            keep = d <= kth[e_old]
+            pairs_old.append(e_old[keep])
+            pairs_new.append(e_new[keep])
+            pairs_d.append(d[keep])
+    return np.concatenate(pairs_old), np.concatenate(pairs_new), np.concatenate(pairs_d)
+
+
+def merge_knn_lists(
+    positions: np.ndarray,
+    distances: np.ndarray,
+    add_row: np.ndarray,
+    add_pos: np.ndarray,
+    add_dist: np.ndarray,
+    names: Sequence[str],
+    k: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge candidates into kNN lists: each row's ``k`` nearest of its list and its candidates.
+
+    ``positions / distances (R, k)``: the current lists (positions into ``names``, -1 / ``inf``
+    where empty); ``add_row, add_pos, add_dist (P,)``: candidate ``add_pos`` for row ``add_row``
+    at ``add_dist``. A candidate already in its row's list is not added twice. Order: (distance,
+    name), as :func:`knn_edges`. Returns the new ``positions``, ``distances`` and ``changed (R,)``,
+    whether a row's list changed.
+    """
+    positions = np.asarray(positions, dtype=np.int64)
+    distances = np.asarray(distances, dtype=np.float64)
+    n_rows = len(positions)
+    have = positions >= 0
+    row = np.concatenate([np.nonzero(have)[0], np.asarray(add_row, dtype=np.int64)])
+    pos = np.concatenate([positions[have], np.asarray(add_pos, dtype=np.int64)])
+    dist = np.concatenate([distances[have], np.asarray(add_dist, dtype=np.float64)])
+    out_pos = np.full((n_rows, k), MISSING, dtype=np.int64)
+    out_dist = np.full((n_rows, k), np.inf, dtype=np.float64)
+    if len(row):
+        # Drop repeats of one (row, target), keeping the first: the list's own entry.
+        _, first = np.unique(row * (len(names) + 1) + pos, return_index=True)
+        first.sort()
+        row, pos, dist = row[first], pos[first], dist[first]
+        involved, inverse = np.unique(pos, return_inverse=True)
+        rank = _id_rank([names[i] for i in involved])[inverse]
+        order = np.lexsort((rank, dist, row))
+        row, pos, dist = row[order], pos[order], dist[order]
+        start = np.searchsorted(row, row, side="left")
+        place = np.arange(len(row)) - start
+        keep = place < k
+        out_pos[row[keep], place[keep]] = pos[keep]
+        out_dist[row[keep], place[keep]] = dist[keep]
+    changed = (out_pos != positions).any(axis=1) if n_rows else np.zeros(0, dtype=bool)
+    return out_pos, out_dist, changed

@@ -16,6 +16,7 @@ directory.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from importlib import resources
 from typing import Any
 
 from lesionkg.core.errors import QueryError
+from lesionkg.core.limits import DEFAULT_LIMITS, INT64_MAX
 
 _PARAM = re.compile(r"^//\s*@param\s+(\w+)\s+([A-Z<>]+)(?:\s*=\s*(\S+))?\s*(.*)$")
 _TYPES = ("STRING", "INTEGER", "FLOAT", "BOOLEAN", "LIST<FLOAT>", "LIST<STRING>", "LIST<INTEGER>")
@@ -106,14 +108,24 @@ def schema_statements() -> tuple[str, ...]:
     return tuple(split_statements((_root() / "schema.cypher").read_text(encoding="utf-8")))
 
 
+def _int64(raw: str) -> int:
+    """``raw`` as an integer Neo4j can store (64-bit signed); ValueError otherwise."""
+    value = int(raw)
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise ValueError
+    return value
+
+
 def convert_param(param: Param, raw: str) -> Any:
-    """Turn a ``--param key=value`` string into the declared Cypher type."""
+    """Turn a ``--param key=value`` string into the declared Cypher type.
+
+    Integers beyond 64 bits (which Neo4j cannot store) are refused like any bad value."""
     try:
         match param.type:
             case "STRING":
                 return raw
             case "INTEGER":
-                return int(raw)
+                return _int64(raw)
             case "FLOAT":
                 value = float(raw)
                 if not math.isfinite(value):
@@ -126,12 +138,80 @@ def convert_param(param: Param, raw: str) -> Any:
             case "LIST<FLOAT>":
                 return [float(v) for v in raw.split(",")]
             case "LIST<INTEGER>":
-                return [int(v) for v in raw.split(",")]
+                return [_int64(v) for v in raw.split(",")]
             case "LIST<STRING>":
                 return [v.strip() for v in raw.split(",")]
     except ValueError:
         pass
-    raise QueryError(f"parameter {param.name}: expected {param.type}, got {raw!r}")
+    shown = raw if len(raw) <= 80 else raw[:77] + "..."
+    raise QueryError(
+        f"parameter {param.name}: expected {param.type} (integers within 64 bits), got {shown!r}"
+    )
+
+
+def _json_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in JSON ``text`` (strings skipped), counted
+    without recursion, so that a hostile value cannot exhaust the decoder's stack."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _check_json_value(name: str, value: Any) -> None:
+    """Refuse integers Neo4j cannot store anywhere in a decoded JSON ``value``."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int) and not -INT64_MAX - 1 <= item <= INT64_MAX:
+            raise QueryError(
+                f"parameter {name}: integer {str(item)[:30]}... does not fit in 64 bits "
+                "(Neo4j's integers are 64-bit signed)"
+            )
+        if isinstance(item, float) and not math.isfinite(item):
+            raise QueryError(f"parameter {name}: {item} is not a finite number")
+        if isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, dict):
+            todo.extend(item.values())
+
+
+def json_param(name: str, raw: str, *, max_depth: int = DEFAULT_LIMITS.json_depth) -> Any:
+    """An ad-hoc ``--param name=raw`` value: JSON when it parses, else the string itself.
+
+    A value nested deeper than ``max_depth`` or holding an integer beyond 64 bits (or a
+    non-finite number) raises :class:`QueryError` naming the parameter, instead of a
+    ``RecursionError`` or the driver's ``OverflowError``."""
+    depth = _json_depth(raw)
+    if depth > max_depth:
+        raise QueryError(
+            f"parameter {name}: JSON nested {depth} deep, more than the limit of {max_depth}"
+        )
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        # Not JSON: the string itself (json.loads parses big integers itself, no ValueError).
+        return raw
+    except RecursionError:
+        raise QueryError(f"parameter {name}: JSON nested too deep") from None
+    _check_json_value(name, value)
+    return value
 
 
 def _parse_header(name: str, text: str) -> QuerySpec:

@@ -17,10 +17,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from lesionkg.core.errors import InvalidInputError, LesionKGError, Problem
+from lesionkg.core.limits import INT64_MAX
 from lesionkg.core.records import LesionRecord
-from lesionkg.db.driver import Driver
+from lesionkg.db.driver import Driver, run_statement
 from lesionkg.db.schema import NODE_LABELS, apply_schema
-from lesionkg.db.writes import WriteCounts, write_lesions
+from lesionkg.db.writes import Change, WriteCounts, conflict_rows, write_lesions
 from lesionkg.loaders.deeplesion import RejectedRow, parse_dl_info, write_rejects
 from lesionkg.loaders.images import find_key_slice
 
@@ -43,6 +44,8 @@ class LoadSummary:
     existing: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NODE_LABELS, 0))
     images_found: int | None = None
     images_missing: int | None = None
+    #: known values changed by rows given with ``update``, per field
+    updated: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     #: seconds of the write phase alone (the validation pass before it excluded)
     write_seconds: float = 0.0
@@ -75,6 +78,9 @@ class LoadSummary:
                 f"  key-slice images found for {self.images_found} lesions, "
                 f"missing for {self.images_missing}"
             )
+        if self.updated:
+            changed = ", ".join(f"{k} {v}" for k, v in sorted(self.updated.items()))
+            lines.append(f"  updated (--update): {changed}")
         if self.rejected:
             lines.append(f"  {self.rejected} rows rejected; reasons in {self.rejects_file}")
         return "\n".join(lines)
@@ -126,6 +132,7 @@ def load_deeplesion(
     dataset: str | None = None,
     batch_size: int = DEFAULT_BATCH,
     writers: int = DEFAULT_WRITERS,
+    update: bool = False,
     progress: bool = True,
 ) -> LoadSummary:
     """Load a DeepLesion ``DL_info.csv`` into the graph, streaming, in UNWIND batches.
@@ -137,6 +144,12 @@ def load_deeplesion(
     nothing: ids are derived from content and every write is a MERGE. ``batch_size`` lesions go
     in one transaction; ``writers`` transactions run at once (``1, 1`` is one row per
     transaction, the benchmark's baseline).
+
+    Before the first write the whole file is also compared with the graph: a row that gives a
+    known lesion's type, a known patient's sex or a known study's age differently is refused
+    (:class:`InvalidInputError` naming line, column and both values; nothing written), or with
+    ``update`` written and counted per field in ``summary.updated``. Each write transaction
+    checks again (:class:`~lesionkg.db.writes.ConflictError`), for a concurrent load.
     """
     csv_path = Path(csv_path)
     if batch_size < 1 or writers < 1:
@@ -147,9 +160,7 @@ def load_deeplesion(
     summary = LoadSummary(source=str(csv_path), dataset=dataset or dataset_of(csv_path))
     started = time.perf_counter()
 
-    total = None
-    if not skip_invalid:
-        total = _validate(csv_path, progress)
+    total = _validate(csv_path, progress, driver, database, strict=not skip_invalid, update=update)
 
     apply_schema(driver, database)
     rejected: list[RejectedRow] = []
@@ -165,6 +176,8 @@ def load_deeplesion(
                 summary.rows += 1
                 if isinstance(item, RejectedRow):
                     rejected.append(item)
+                elif problems := out_of_range(str(csv_path), item):
+                    rejected.append(RejectedRow(item.source_line, {}, tuple(problems)))
                 else:
                     yield item
         except InvalidInputError as exc:
@@ -195,7 +208,13 @@ def load_deeplesion(
             if len(in_flight) >= writers:
                 _collect(in_flight.popleft(), counts, summary, bar)
             future = pool.submit(
-                write_lesions, driver, database, batch, paths, dataset=summary.dataset
+                write_lesions,
+                driver,
+                database,
+                batch,
+                paths,
+                dataset=summary.dataset,
+                update=update,
             )
             in_flight.append((future, len(batch)))
         while in_flight:
@@ -208,6 +227,8 @@ def load_deeplesion(
         write_rejects(out, rejected)
         summary.rejects_file = str(out)
     summary.created = dict(counts.created)
+    for change in counts.changes:
+        summary.updated[change.field] = summary.updated.get(change.field, 0) + 1
     distinct = {
         "Patient": len(seen_patients),
         "Study": len(seen_studies),
@@ -242,17 +263,107 @@ def marks_synthetic(meta: Path) -> bool:
     return False
 
 
-def _validate(csv_path: Path, progress: bool) -> int:
-    """Parse the whole file once; raise with every problem, else return the row count."""
+#: the integer fields of a record, with the CSV column each comes from
+_INT_FIELDS = {
+    "study_index": "Study_index",
+    "series_id": "Series_ID",
+    "key_slice": "Key_slice_index",
+    "slice_range": "Slice_range",
+    "image_size_px": "Image_size",
+}
+#: the CSV column of each value :func:`~lesionkg.db.writes.conflict_rows` compares
+CONFLICT_COLUMNS = {
+    "coarse_type": "Coarse_lesion_type",
+    "sex": "Patient_gender",
+    "patient_age": "Patient_age",
+}
+
+
+def out_of_range(source: str, rec: LesionRecord) -> list[Problem]:
+    """Problems of ``rec``'s integers that Neo4j cannot store (beyond 64 bits): found while
+    validating, they would otherwise fail the write after earlier batches were committed."""
+    out = []
+    for name, column in _INT_FIELDS.items():
+        value = getattr(rec, name)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, int) and abs(v) > INT64_MAX for v in values):
+            out.append(
+                Problem(source, rec.source_line, column, "integer out of range (64-bit signed)")
+            )
+    return out
+
+
+def _conflict_problems(
+    driver: Driver, database: str, source: str, records: list[LesionRecord]
+) -> list[Problem]:
+    """Known values that ``records`` give differently, as problems naming line and column."""
+    rows = run_statement(
+        driver,
+        database,
+        "db/conflicts",
+        "comparing the file with the graph",
+        read=True,
+        **conflict_rows(records),
+    )
+    line_of: dict[str, int] = {}
+    for rec in records:
+        for node_id in (rec.lesion_id, rec.patient_id, rec.study_id):
+            line_of.setdefault(node_id, rec.source_line)
+    problems = []
+    for r in rows:
+        change = Change(r["label"], r["id"], r["field"], r["old"], r["new"])
+        problems.append(
+            Problem(
+                source,
+                line_of.get(change.node_id),
+                CONFLICT_COLUMNS[change.field],
+                f"{change.label} {change.node_id} is in the graph with {change.field} "
+                f"{change.old!r}, the file gives {change.new!r} (--update applies it)",
+            )
+        )
+    return problems
+
+
+def _validate(
+    csv_path: Path,
+    progress: bool,
+    driver: Driver,
+    database: str,
+    *,
+    strict: bool = True,
+    update: bool = False,
+) -> int:
+    """Parse the whole file once before anything is written; raise with every problem, else
+    return the row count.
+
+    ``strict``: any bad row is a problem (else bad rows are left to the rejects file). Rows
+    that would change a known type, sex or age are problems unless ``update``."""
     problems: list[Problem] = []
     rows = 0
+    chunk: list[LesionRecord] = []
+    source = str(csv_path)
+
+    def compare() -> None:
+        if chunk and not update:
+            problems.extend(_conflict_problems(driver, database, source, chunk))
+        chunk.clear()
+
     with _bar("validating", None, progress) as bar:
         for item in parse_dl_info(csv_path):
             rows += 1
             if isinstance(item, RejectedRow):
-                problems.extend(item.problems)
+                if strict:
+                    problems.extend(item.problems)
+            elif bad := out_of_range(source, item):
+                if strict:
+                    problems.extend(bad)
+            else:
+                chunk.append(item)
+                if len(chunk) >= DEFAULT_BATCH:
+                    compare()
             if rows % 10000 == 0:
                 bar.update(10000)
+        compare()
         bar.update(rows % 10000)
     if problems:
         raise InvalidInputError(problems)

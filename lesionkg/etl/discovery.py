@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lesionkg.core.errors import InvalidInputError, Problem
 from lesionkg.etl.bulk import marks_synthetic
+from lesionkg.loaders.aim import looks_like_aim_json, looks_like_aim_sr, looks_like_aim_xml
 
 #: dataset label of PACS bookmarks (DeepLesion rows keep "DeepLesion"; generated data "synthetic")
 PACS_DATASET = "PACS"
@@ -23,7 +24,12 @@ def _is_dicom(path: Path) -> bool:
 
 
 def file_kind(path: Path) -> str:
-    """``jsonl``, ``deeplesion``, ``dicom``, ``image``, ``metadata`` or ``unknown``."""
+    """``jsonl``, ``deeplesion``, ``dicom``, ``aim``, ``image``, ``metadata`` or ``unknown``.
+
+    ``aim``: AIM XML (v3, v4) or ePAD AIM JSON, recognised by content (an AIM namespace, an
+    ``ImageAnnotationCollection``), whatever the name. DICOM files are all ``dicom`` here (CT
+    images and reports alike); :func:`dicom_kind` tells an AIM SR from a TID 1500 report.
+    """
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
@@ -35,7 +41,15 @@ def file_kind(path: Path) -> str:
         return "metadata"
     if _is_dicom(path):
         return "dicom"
+    if looks_like_aim_xml(path) or looks_like_aim_json(path):
+        return "aim"
     return "unknown"
+
+
+def dicom_kind(path: Path) -> str:
+    """``aim-sr`` for an AIM SR Report (the NCI AIM template, read through the AIM model), else
+    ``dicom-sr`` (a TID 1500 measurement report, or something the SR reader will refuse)."""
+    return "aim-sr" if looks_like_aim_sr(path) else "dicom-sr"
 
 
 def input_files(paths: Iterable[str | Path]) -> list[Path]:

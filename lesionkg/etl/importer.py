@@ -33,25 +33,29 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
 
 from lesionkg.config.secret import load_or_create_secret
 from lesionkg.core import cues
-from lesionkg.core.errors import ConfigurationError
+from lesionkg.core.errors import ConfigurationError, Problem
 from lesionkg.core.pseudonym import Pseudonymizer
 from lesionkg.db.driver import Driver, run_statement
 from lesionkg.db.retry import with_retries
 from lesionkg.db.schema import apply_schema
+from lesionkg.db.writes import ConflictError
+from lesionkg.etl.dates import migrate_study_dates
 from lesionkg.etl.discovery import file_kind, input_files
 from lesionkg.etl.imaging import Models
 from lesionkg.etl.options import EtlOptions
 from lesionkg.etl.preparation import PreparedFile, embed_lesions, prepare_file
 from lesionkg.etl.report import EtlSummary, FileReport, Outcome
 from lesionkg.etl.spaces import Spaces
-from lesionkg.etl.transaction import write_prepared
+from lesionkg.etl.transaction import Written, write_prepared
 from lesionkg.graph.similarity import default_index_dir
 from lesionkg.loaders.ct import CTIndex, index_ct_images
 
@@ -85,6 +89,8 @@ class Importer:
         self.retries = 0
         #: what the bookmarks written so far gave
         self.outcome = Outcome()
+        #: known values changed under ``options.update``, per field
+        self.updated: dict[str, int] = {}
         self._on_retry_file = ""
         self.spaces = with_retries(
             self._setup, self.options.retry, "connecting to Neo4j", self._retrying
@@ -109,12 +115,15 @@ class Importer:
             self.driver, self.database, "etl/pseudonym_key", "reading the key id", read=True
         )
         key_id = self.pseudonymizer.key_id
-        if found and found[0]["key_id"] != key_id:
+        other = next((r["key_id"] for r in found if r["key_id"] != key_id), None)
+        if other is not None:
             raise ConfigurationError(
-                f"the graph's PACS ids were made with pseudonymisation key {found[0]['key_id']}, "
+                f"the graph's PACS ids were made with pseudonymisation key {other}, "
                 f"but the key file gives {key_id}: with another key the same patient would get "
                 "another id. Use the original key file (--secret), or a new database"
             )
+        # Study dates are stored shifted per patient; a graph imported before is shifted once.
+        migrate_study_dates(self.driver, self.database, self.pseudonymizer)
         producers = {"cues": cues.CUES_VERSION}
         if self.models.embedder is not None:
             producers["triplet"] = self.models.embedder.sha256
@@ -202,54 +211,109 @@ class Importer:
         return reports
 
     def _write_batch(self, batch: list[tuple[FileReport, PreparedFile]]) -> None:
-        """Write the bookmarks of several checked files in one transaction, with retries."""
+        """Write the bookmarks of several checked files in one transaction, with retries.
+
+        A file that would change a value the graph holds (:class:`ConflictError`) is rejected
+        with each field and both values named, unless ``options.update``; the batch's other
+        files are written without it."""
         started = time.perf_counter()
-        merged = PreparedFile(
-            batch[0][1].kind, batch[0][1].dataset, [], batch[0][1].ordered_by_time, {}, {}
-        )
-        owner: dict[str, FileReport] = {}
-        for report, prepared in batch:
-            merged.patients.update(prepared.patients)
-            merged.studies.update(prepared.studies)
-            for lesion in prepared.lesions:
-                if lesion.lesion_id in owner:
-                    # The same bookmark in two files of one batch: the later is a duplicate.
-                    report.duplicates += 1
-                    continue
-                owner[lesion.lesion_id] = report
-                merged.lesions.append(lesion)
-        embed_lesions(merged.lesions, self.models)
+        embed_lesions([lesion for _, p in batch for lesion in p.lesions], self.models)
         retries_before = self.retries
         names = batch[0][0].file if len(batch) == 1 else f"{len(batch)} files"
         self._on_retry_file = f" importing {Path(names).name}"
-        present = with_retries(
-            lambda: self._write(merged), self.options.retry, f"importing {names}", self._retrying
-        )
-        seconds = (time.perf_counter() - started) / len(batch)
+        written: Written | None = None
+        while batch:
+            merged, owner = _merge(batch)
+            try:
+                written = with_retries(
+                    partial(self._write, merged),
+                    self.options.retry,
+                    f"importing {names}",
+                    self._retrying,
+                )
+                break
+            except ConflictError as exc:
+                refused = _refuse(exc, merged, owner)
+                batch = [(r, p) for r, p in batch if id(r) not in refused]
+        seconds = (time.perf_counter() - started) / max(len(batch), 1)
+        if not batch or written is None:
+            return
         batch[0][0].retries = self.retries - retries_before
         for report, prepared in batch:
             report.duplicates += prepared.in_file_duplicates
             report.seconds += seconds
         for lesion_id, report in owner.items():
-            if lesion_id in present:
+            if lesion_id in written.present:
                 report.duplicates += 1
             else:
                 report.new += 1
+        for change in written.changes:
+            self.updated[change.field] = self.updated.get(change.field, 0) + 1
         for report, _ in batch:
             report.status = "imported" if report.new else "duplicate"
 
-    def _write(self, prepared: PreparedFile) -> set[str]:
-        """Write the new lesions of ``prepared`` in one transaction; the ids already present."""
-        present, outcome = write_prepared(
+    def _write(self, prepared: PreparedFile) -> Written:
+        """Write the new lesions of ``prepared`` in one transaction (see :func:`write_prepared`)."""
+        written = write_prepared(
             self.driver,
             self.database,
             prepared,
             self.spaces,
             key_id=self.pseudonymizer.key_id if prepared.ordered_by_time else None,
             matching=self.options.matching,
+            update=self.options.update,
         )
-        self.outcome.add(outcome)
-        return present
+        self.outcome.add(written.outcome)
+        return written
+
+
+def _merge(
+    batch: list[tuple[FileReport, PreparedFile]],
+) -> tuple[PreparedFile, dict[str, FileReport]]:
+    """The files of ``batch`` as one :class:`PreparedFile`, and the file of each lesion (the
+    same bookmark in two files of one batch: the later is a duplicate)."""
+    merged = PreparedFile(
+        batch[0][1].kind, batch[0][1].dataset, [], batch[0][1].ordered_by_time, {}, {}
+    )
+    owner: dict[str, FileReport] = {}
+    for report, prepared in batch:
+        report.duplicates = 0
+        merged.patients.update(prepared.patients)
+        merged.studies.update(prepared.studies)
+        for lesion in prepared.lesions:
+            if lesion.lesion_id in owner:
+                report.duplicates += 1
+                continue
+            owner[lesion.lesion_id] = report
+            merged.lesions.append(lesion)
+    return merged, owner
+
+
+def _refuse(exc: ConflictError, merged: PreparedFile, owner: dict[str, FileReport]) -> set[int]:
+    """Reject the files whose bookmarks, patients or studies would change known values; the
+    ``id()`` of their reports."""
+    files_of: dict[str, set[int]] = defaultdict(set)
+    reports = {id(r): r for r in owner.values()}
+    for lesion in merged.lesions:
+        for node_id in (lesion.lesion_id, lesion.patient_id, lesion.study_id):
+            files_of[node_id].add(id(owner[lesion.lesion_id]))
+    refused: set[int] = set()
+    for change in exc.changes:
+        for key in sorted(files_of[change.node_id]):
+            report = reports[key]
+            report.status = "rejected"
+            report.problems.append(
+                Problem(
+                    report.file,
+                    None,
+                    change.field,
+                    f"{change.label} {change.node_id} is in the graph with {change.field} "
+                    f"{change.old!r}, this file gives {change.new!r}; nothing of the file was "
+                    "written (--update applies it)",
+                )
+            )
+            refused.add(key)
+    return refused
 
 
 def run_etl(
@@ -278,6 +342,7 @@ def run_etl(
         for report in reports:
             summary.add(report)
         summary.take(importer.outcome)
+        summary.updated = dict(importer.updated)
     bar.close()
     summary.seconds = time.perf_counter() - started
     return summary

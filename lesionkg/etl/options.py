@@ -29,6 +29,9 @@ class EtlOptions:
     k: int = 10
     index_dir: Path | None = None
     device: str = "cpu"
+    #: apply a re-import's changed values (type, location, window, series; sex, age) instead of
+    #: refusing its file
+    update: bool = False
     #: bookmarks per transaction at most (see :meth:`lesionkg.etl.importer.Importer.import_files`)
     batch_bookmarks: int = 500
     retry: RetryPolicy = field(default_factory=RetryPolicy)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from lesionkg.core.pseudonym import Pseudonymizer, PseudonymousBookmark
 from lesionkg.core.records import COARSE_TYPES, Bookmark, LesionRecord
 from lesionkg.db.writes import lesion_props
 from lesionkg.etl.bulk import dataset_of
-from lesionkg.etl.discovery import file_kind, pacs_dataset_of
+from lesionkg.etl.discovery import dicom_kind, file_kind, pacs_dataset_of
 from lesionkg.etl.imaging import KeySlices, Models
 from lesionkg.etl.options import EtlOptions
 from lesionkg.etl.report import FileReport
@@ -33,6 +33,58 @@ from lesionkg.loaders.ct import CTIndex
 NO_SERIES = "SE-none"
 #: how far beyond the axis endpoints the lesion box reaches, pixels (DeepLesion pads by 5)
 BOX_PAD_PX = 5.0
+#: findings that name a normal anatomical structure (code meanings, lower case, without a
+#: trailing " structure"): a measurement of one (the aorta's diameter) is not a lesion. Such a
+#: bookmark is skipped with the reason "finding: normal anatomy", counted, and etl exits 1.
+NORMAL_ANATOMY = frozenset(
+    {
+        "aorta",
+        "thoracic aorta",
+        "abdominal aorta",
+        "ascending aorta",
+        "descending aorta",
+        "aortic arch",
+        "aortic root",
+        "pulmonary artery",
+        "main pulmonary artery",
+        "pulmonary trunk",
+        "inferior vena cava",
+        "superior vena cava",
+        "portal vein",
+        "heart",
+        "left ventricle",
+        "right ventricle",
+        "left atrium",
+        "right atrium",
+        "liver",
+        "spleen",
+        "kidney",
+        "pancreas",
+        "gallbladder",
+        "common bile duct",
+        "thyroid gland",
+        "prostate",
+        "uterus",
+        "ovary",
+        "adrenal gland",
+        "lung",
+        "trachea",
+        "esophagus",
+        "urinary bladder",
+        "spinal canal",
+        "vertebral body",
+    }
+)
+#: ``source_kind`` of AIM bookmarks by the reader's format name
+_AIM_KINDS = {"AIM v3 XML": "aim-xml", "AIM v4 XML": "aim-xml", "ePAD AIM JSON": "aim-json"}
+
+
+def normal_anatomy(finding: str | None) -> bool:
+    """Whether a finding's code meaning names a normal anatomical structure, not a lesion."""
+    if not finding:
+        return False
+    name = finding.strip().lower()
+    return name.removesuffix(" structure") in NORMAL_ANATOMY
 
 
 def lesion_box(
@@ -118,8 +170,9 @@ def prepare_file(
                         source,
                         None,
                         None,
-                        "not a DICOM file (no 'DICM' marker), a JSON Lines file (.jsonl) or "
-                        "a DeepLesion CSV (.csv)",
+                        "not a DICOM file (no 'DICM' marker), an AIM file (XML with an AIM "
+                        "namespace, ePAD JSON with an ImageAnnotationCollection), a JSON Lines "
+                        "file (.jsonl) or a DeepLesion CSV (.csv)",
                     )
                 ]
             )
@@ -133,6 +186,8 @@ def prepare_file(
             return _prepare_pacs(
                 bookmarks, pseudonymizer, images, models, kind, pacs_dataset_of(path)
             )
+        if kind == "aim" or (kind == "dicom" and dicom_kind(path) == "aim-sr"):
+            return _read_aim(path, ct, pseudonymizer, images, models, options)
         if kind == "dicom":
             from lesionkg.loaders.dicom_sr import read_measurement_report
 
@@ -147,6 +202,31 @@ def prepare_file(
         return _read_deeplesion(path, options, models)
     except InvalidInputError as exc:
         return FileReport(source, kind, "rejected", problems=exc.problems)
+
+
+def _read_aim(
+    path: Path,
+    ct: CTIndex,
+    pseudonymizer: Pseudonymizer,
+    images: KeySlices,
+    models: Models,
+    options: EtlOptions,
+) -> PreparedFile:
+    """An AIM file (v3/v4 XML, ePAD JSON, AIM SR) through the AIM reader, like an SR report:
+    an annotation whose image is not among the CT inputs is skipped with its reason unless
+    missing images are allowed; the annotation's uid names the measurement (an AIM file and its
+    AIM SR twin give the same lesion)."""
+    from lesionkg.loaders.aim import read_aim
+
+    result = read_aim(path, ct, require_images=not options.allow_missing_images)
+    bookmarks = [
+        replace(bookmark, measurement_uid=f"aim:{annotation.uid}") if annotation.uid else bookmark
+        for bookmark, annotation in zip(result.bookmarks, result.annotations, strict=True)
+    ]
+    kind = _AIM_KINDS.get(result.format, "aim-sr")
+    prepared = _prepare_pacs(bookmarks, pseudonymizer, images, models, kind, pacs_dataset_of(path))
+    prepared.skipped = list(result.skipped) + prepared.skipped
+    return prepared
 
 
 def _read_deeplesion(path: Path, options: EtlOptions, models: Models) -> PreparedFile:
@@ -175,9 +255,20 @@ def _prepare_pacs(
     prepared = PreparedFile(kind, dataset, [], True, {}, {})
     seen: dict[str, int] = {}
     for bookmark in bookmarks:
+        if normal_anatomy(bookmark.finding):
+            prepared.skipped.append(
+                Problem(
+                    bookmark.source,
+                    bookmark.source_index,
+                    "finding",
+                    f"normal anatomy, not a lesion (finding '{bookmark.finding}'): LesionKG keeps "
+                    "lesion measurements only",
+                )
+            )
+            continue
         pb = pseudonymizer.pseudonymise(bookmark)
         if pb.lesion_id in seen:
-            # Two measurement groups of one report with the same image and endpoints.
+            # The same measurement given twice in one file (same group or annotation id).
             prepared.in_file_duplicates += 1
             continue
         seen[pb.lesion_id] = bookmark.source_index
@@ -278,6 +369,11 @@ def _add_cues(lesion: PreparedLesion) -> None:
 def _pacs_lesion(
     pb: PseudonymousBookmark, bookmark: Bookmark, kind: str, dataset: str
 ) -> PreparedLesion:
+    # AIM names its lesions per reader ("reader1: lesion1", hashed with the patient as TI-...):
+    # without a lesion UID that name is the reader's link across timepoints, as in ePAD's RECIST.
+    link = pb.tracking_uid
+    if link is None and kind.startswith("aim"):
+        link = pb.tracking_id
     props: dict[str, Any] = {
         "lesion_id": pb.lesion_id,
         "dataset": dataset,
@@ -294,9 +390,10 @@ def _pacs_lesion(
         "coarse_type_name": COARSE_TYPES.get(pb.coarse_type) if pb.coarse_type else None,
         "finding": pb.finding,
         "finding_site": pb.finding_site,
-        "tracking_uid": pb.tracking_uid,
+        "tracking_uid": link,
         "tracking_id": pb.tracking_id,
         "window": list(pb.window_hu) if pb.window_hu else None,
+        "recomputed_long_axis_mm": pb.recomputed_long_axis_mm,
     }
     if pb.long_axis_px and pb.short_axis_px:
         props["recist"] = [*pb.long_axis_px, *pb.short_axis_px]
@@ -312,7 +409,7 @@ def _pacs_lesion(
         props=props,
         coarse_type=pb.coarse_type,
         location=location,
-        tracking_uid=pb.tracking_uid,
+        tracking_uid=link,
     )
 
 

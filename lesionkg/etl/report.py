@@ -63,6 +63,8 @@ class EtlSummary:
         default_factory=lambda: {"pairs": 0, "agree": 0, "disagree": 0}
     )
     retries: int = 0
+    #: known values a re-import changed under --update, per field
+    updated: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     reports: list[FileReport] = field(default_factory=list)
 
@@ -133,6 +135,9 @@ class EtlSummary:
                 f"agrees on {agreement['agree']} of {agreement['pairs']} pairs, disagrees on "
                 f"{agreement['disagree']}"
             )
+        if self.updated:
+            changed = ", ".join(f"{k} {v}" for k, v in sorted(self.updated.items()))
+            lines.append(f"  updated (--update): {changed}")
         if self.retries:
             lines.append(f"  Neo4j was unreachable {self.retries} time(s); retried")
         for reason, n in sorted(self.rejected_by_reason.items(), key=lambda kv: (-kv[1], kv[0])):

@@ -377,4 +377,8 @@ def link_graph(
             "edges": summary.edges,
         },
     )
+    # A new generation of the space's lists: a running import reads them again (graph/lock_space).
+    run_statement(
+        driver, database, "graph/lock_space", "recording the space's generation", space=space, k=k
+    )
     return summary

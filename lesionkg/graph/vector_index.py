@@ -1,14 +1,22 @@
 """The persisted HNSW index of one embedding space: :class:`LesionIndex` wraps an
 ``hnswlib.Index`` with the lesion ids, the metric and a checksum of what produced the vectors,
-and saves both as ``PREFIX.bin`` + ``PREFIX.json``."""
+and saves both as ``PREFIX.bin`` + ``PREFIX.json``.
+
+Processes share the saved files: saving takes an exclusive ``fcntl.flock`` on ``PREFIX.lock``
+and loading a shared one, so a reader never sees a new index beside an old manifest, and
+:meth:`LesionIndex.save_merged` (what imports use) reloads the saved index under the lock and
+keeps the lesions another process saved meanwhile instead of overwriting them."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import struct
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import hnswlib
@@ -24,6 +32,8 @@ from lesionkg.core.similarity import (
     exact_knn,
     recall_at_k,
 )
+
+log = logging.getLogger(__name__)
 
 #: version of the ``PREFIX.json`` manifest written by :meth:`LesionIndex.save`
 FORMAT_VERSION = 1
@@ -66,6 +76,20 @@ def _write_atomic(path: Path, write) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextmanager
+def index_lock(path_prefix: str | os.PathLike[str], *, exclusive: bool = True) -> Iterator[None]:
+    """Hold the saved index's file lock (``PREFIX.lock``, created when missing): exclusive for
+    load-modify-save, shared for a load. Blocks until it is free; released on exit."""
+    prefix = Path(path_prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    with open(prefix.with_name(prefix.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class LesionIndex:
@@ -334,7 +358,41 @@ class LesionIndex:
         a crash in between leaves a new index beside an old manifest, which :meth:`load` detects
         by their disagreeing counts (or reads consistently when nothing changed but ``ef``).
         """
+        with index_lock(path_prefix):
+            return self._save_unlocked(Path(path_prefix))
+
+    def save_merged(self, path_prefix: str | os.PathLike[str]) -> tuple[Path, Path]:
+        """Save, keeping what another process saved meanwhile: under the exclusive lock, the
+        saved index is read again and its lesions missing here are added first (when it is of
+        the same space, metric, dimension and producer; otherwise this one replaces it).
+
+        So any number of processes that each add lesions and save end with an index holding all
+        of them, whatever order they save in (a plain :meth:`save` is last-writer-wins).
+        """
         prefix = Path(path_prefix)
+        with index_lock(prefix):
+            bin_path, json_path = _paths(prefix)
+            if bin_path.is_file() and json_path.is_file():
+                try:
+                    saved: LesionIndex | None = LesionIndex._load_unlocked(prefix)
+                except ConfigurationError as exc:
+                    log.warning("%s: replacing an unreadable saved index (%s)", bin_path, exc)
+                    saved = None
+                if saved is not None and (
+                    saved.space,
+                    saved.metric,
+                    saved.dim,
+                    saved.producer_sha256,
+                ) == (self.space, self.metric, self.dim, self.producer_sha256):
+                    missing = [i for i, lid in enumerate(saved.ids) if self.position(lid) is None]
+                    if missing:
+                        self.add([saved.ids[i] for i in missing], saved.vectors[missing])
+                        log.info(
+                            "%s: kept %d lesions another process saved", bin_path, len(missing)
+                        )
+            return self._save_unlocked(prefix)
+
+    def _save_unlocked(self, prefix: Path) -> tuple[Path, Path]:
         prefix.parent.mkdir(parents=True, exist_ok=True)
         bin_path, json_path = _paths(prefix)
         _write_atomic(bin_path, lambda tmp: self._index.save_index(str(tmp)))
@@ -349,9 +407,15 @@ class LesionIndex:
         """Read an index written by :meth:`save`.
 
         Raises ``ConfigurationError`` naming the file when one is missing or unreadable, or when
-        the manifest and the index file disagree (count, dimension, metric, M, ids).
+        the manifest and the index file disagree (count, dimension, metric, M, ids). Holds the
+        shared file lock while reading (a concurrent save is never read half-way).
         """
-        bin_path, json_path = _paths(Path(path_prefix))
+        with index_lock(path_prefix, exclusive=False):
+            return cls._load_unlocked(Path(path_prefix), threads=threads)
+
+    @classmethod
+    def _load_unlocked(cls, prefix: Path, *, threads: int | None = None) -> LesionIndex:
+        bin_path, json_path = _paths(prefix)
         for path in (json_path, bin_path):
             if not path.is_file():
                 raise ConfigurationError(f"{path}: similarity index file not found")

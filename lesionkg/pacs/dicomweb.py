@@ -4,7 +4,8 @@ One sync:
 
 1. reads the source's cursor from the graph (:mod:`.ledger`; ``--since`` overrides it) and pages
    through a QIDO-RS instance search ``Modality=SR, StudyDate=CURSOR-`` (``page_size`` per page),
-   keeping the measurement report SOP classes (Enhanced, Comprehensive, Comprehensive 3D SR);
+   keeping the measurement report SOP classes (Enhanced, Comprehensive, Comprehensive 3D SR;
+   ``by_sop_class`` searches for these classes instead);
 2. drops, without retrieving them, the instances the graph already knows (their hashed SOP
    Instance UIDs, :func:`.ledger.instance_key`) as imported, duplicate or quarantined;
 3. retrieves the rest with WADO-RS, each with only the CT instances it references
@@ -91,6 +92,8 @@ class SyncOptions:
     WADO-RS retrievals; ``neighbours``: also retrieve the slices above and below each key slice
     (default: when the import embeds, i.e. ``EtlOptions.model_dir`` is set);
     ``pending_max_age_s``: a report whose CT has not arrived after this long is quarantined;
+    ``by_sop_class``: search by SOP Class UID instead of ``Modality=SR`` (finds reports filed in
+    a series of another modality, but Orthanc reads every instance to answer it);
     ``lookback_days``: how many days of studies before the newest one found each sync searches
     again, for reports written or sent after their study; ``state_dir``: where quarantined
     reports and temporary batches go.
@@ -102,6 +105,7 @@ class SyncOptions:
     neighbours: bool | None = None
     pending_max_age_s: float = 7 * 86400.0
     lookback_days: int = 7
+    by_sop_class: bool = False
     state_dir: Path | None = None
     retry: PacsRetry = field(default_factory=PacsRetry)
 
@@ -227,9 +231,16 @@ class DicomwebSync:
         dates: list[str] = []
         pending_dates: list[str | None] = []
         etl = EtlSummary()
-        # One search per SOP class: list matching of UIDs is not supported by every PACS.
-        for sop_class in sorted(SR_SOP_CLASSES):
-            filters: dict[str, Any] = {"SOPClassUID": sop_class}
+        # Modality is indexed by every PACS (SOPClassUID is not by Orthanc, which then reads
+        # every instance); one search per SOP class, as list matching of UIDs is not supported
+        # by every PACS either.
+        searches: list[dict[str, Any]] = (
+            [{"SOPClassUID": c} for c in sorted(SR_SOP_CLASSES)]
+            if self.sync.by_sop_class
+            else [{"Modality": "SR"}]
+        )
+        for search in searches:
+            filters = dict(search)
             if since:
                 filters["StudyDate"] = f"{since}-"
             offset = 0

@@ -138,8 +138,12 @@ def _line_chart(
     span = max(x_hi - x_lo, 1)
     top = _nice_max(max((p[1] for p in points), default=1) * 1.1)
 
+    inset = 16  # keeps the first and last points and their labels clear of the axis text
+
     def px(x: float) -> float:
-        return left + (x - x_lo) / span * plot_w if x_hi > x_lo else left + plot_w / 2
+        if x_hi == x_lo:
+            return left + plot_w / 2
+        return left + inset + (x - x_lo) / span * (plot_w - 2 * inset)
 
     def py(y: float) -> float:
         return top_pad + plot_h - y / top * plot_h

@@ -70,8 +70,16 @@ def parse_type(value: str | None, name: str = "type") -> int | None:
     raise BadParameter(name, f"expected a coarse type code 1..8 or name, or any; got {value!r}")
 
 
+#: the overview's counts and charts aggregate the whole graph: computed at most this often
+OVERVIEW_TTL_S = 30.0
+
+
 def overview(explorer: Explorer) -> dict[str, Any]:
-    return lookups.overview(explorer.driver(), explorer.database)
+    return explorer.cached(
+        "overview",
+        OVERVIEW_TTL_S,
+        lambda: lookups.overview(explorer.driver(), explorer.database),
+    )
 
 
 def cohort(explorer: Explorer, flt: lookups.CohortFilter) -> dict[str, Any]:

@@ -37,8 +37,21 @@ def web_statement(name: str) -> str:
     return (resources.files("lesionkg.cypher.web") / f"{name}.cypher").read_text(encoding="utf-8")
 
 
+@cache
+def composed_statement(name: str) -> str:
+    """``cypher/web/NAME.cypher`` with each ``// <PART>`` line replaced by ``PART.cypher``."""
+    lines = []
+    for line in web_statement(name).splitlines():
+        marker = line.strip()
+        if marker.startswith("// <") and marker.endswith(">"):
+            lines.append(web_statement(marker[4:-1]))
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
 def _read(driver: Driver, database: str, name: str, **params: Any) -> list[dict[str, Any]]:
-    return run_read(driver, database, web_statement(name), params)
+    return run_read(driver, database, composed_statement(name), params)
 
 
 def type_name(code: int | None) -> str:

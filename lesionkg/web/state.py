@@ -4,10 +4,12 @@ the templates, and the errors that routes raise for the app's handlers to answer
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi.templating import Jinja2Templates
 from starlette.requests import Request
@@ -21,6 +23,8 @@ from lesionkg.web.images import PictureCache
 
 if TYPE_CHECKING:
     from lesionkg.db.driver import Driver
+
+T = TypeVar("T")
 
 
 def default_cache_dir() -> Path:
@@ -62,6 +66,7 @@ class Explorer:
         self.pictures = PictureCache(config.cache_dir, config.images)
         self._driver: Driver | None = None
         self._lock = threading.Lock()
+        self._memo: dict[str, tuple[float, Any]] = {}
 
     def driver(self) -> Driver:
         """The driver, opened on first use; :class:`DatabaseError` while Neo4j is unreachable."""
@@ -71,6 +76,19 @@ class Explorer:
 
                 self._driver = open_driver(self.config.settings)
             return self._driver
+
+    def cached(self, key: str, ttl_s: float, compute: Callable[[], T]) -> T:
+        """``compute()``'s value, kept ``ttl_s`` seconds (for whole-graph aggregates that many
+        requests share and nobody needs to the second)."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._memo.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = compute()
+        with self._lock:
+            self._memo[key] = (now + ttl_s, value)
+        return value
 
     def close(self) -> None:
         with self._lock:

@@ -60,6 +60,7 @@ from lesionkg.loaders.deeplesion import (
 from lesionkg.loaders.deeplesion_rows import RowParser
 from lesionkg.loaders.dicom_sr import read_measurement_report
 from lesionkg.loaders.jsonl import read_jsonl_bookmarks
+from lesionkg.loaders.pairs import read_same_lesion_pairs
 from lesionkg.model.transforms import read_hu_png
 from lesionkg.synthetic.aim import (
     SyntheticAnnotation,
@@ -486,6 +487,14 @@ def test_a_fifo_named_csv_is_refused_without_hanging(tmp_path):
     assert isinstance(err, InvalidInputError)
     problem = only_problem(err)
     assert (problem.source, problem.line, problem.rule) == (str(fifo), None, NOT_REGULAR_FILE)
+
+
+def test_a_fifo_named_like_a_pairs_file_is_refused_without_hanging(tmp_path):
+    fifo = tmp_path / "pairs.csv"
+    os.mkfifo(fifo)
+    err = finishes(lambda: read_same_lesion_pairs(fifo), fifo)
+    assert isinstance(err, InvalidInputError)
+    assert only_problem(err).rule == NOT_REGULAR_FILE
 
 
 @pytest.mark.parametrize("how", ["same path", "relative path", "symlink", "hard link"])

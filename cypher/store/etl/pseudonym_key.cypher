@@ -1,3 +1,3 @@
-// The id of the pseudonymisation key that made the graph's PACS ids (never the key itself).
+// The id(s) of the pseudonymisation key that made the graph's PACS ids (never the key itself).
 MATCH (k:PseudonymKey)
-RETURN k.key_id AS key_id
+RETURN DISTINCT k.key_id AS key_id

@@ -9,6 +9,7 @@ import re
 import shutil
 import stat
 import threading
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -272,9 +273,13 @@ def test_nothing_identifying_comes_out(pseudonymizer):
     assert {f.name for f in dataclasses.fields(PseudonymousBookmark)}.isdisjoint(
         {"source", "source_index", "image", "patient_key", "study_key", "series_key"}
     )
-    # What stays in clear is the measurement and its coded description.
+    # What stays in clear is the measurement and its coded description; the study date moves by
+    # the patient's offset (whole days earlier), the time of day stays.
+    shift = pseudonymizer.date_shift_days(out.patient_id)
+    assert -1096 <= shift <= -1
+    moved = (date(2024, 3, 1) + timedelta(days=shift)).isoformat()
     assert (out.study_datetime, out.long_axis_mm, out.short_axis_mm) == (
-        "2024-03-01T10:22:00",
+        f"{moved}T10:22:00",
         25.0,
         15.0,
     )

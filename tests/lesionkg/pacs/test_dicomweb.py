@@ -12,7 +12,8 @@ from conftest import DATABASE
 
 from lesionkg.config.secret import load_or_create_secret
 from lesionkg.core.pseudonym import Pseudonymizer
-from lesionkg.etl.importer import EtlOptions
+from lesionkg.db.schema import apply_schema, reset
+from lesionkg.etl.importer import EtlOptions, run_etl
 from lesionkg.pacs import orthanc
 from lesionkg.pacs.client import PacsClient, PacsConnection, PacsRetry
 from lesionkg.pacs.cohort import StudyFiles, write_pacs_cohort
@@ -63,22 +64,35 @@ def _graph(driver) -> dict:
 def test_sync_imports_usable_reports_then_only_the_follow_up(
     empty_graph, pacs, pacs_connection, store_in_pacs, dicom_dir, tmp_path
 ):
+    # The file ETL's verdict on the real report with diameters in mm, read from disk with its CT.
+    oracle = run_etl(
+        empty_graph,
+        [dicom_dir / "sr" / "sr_document_with_multiple_groups.dcm", dicom_dir / "ct"],
+        options=_options(tmp_path / "oracle"),
+        progress=False,
+    )
+    assert oracle.accepted >= 1
+    reset(empty_graph, DATABASE)
+    apply_schema(empty_graph, DATABASE)
+
     studies = write_pacs_cohort(tmp_path / "cohort", patients=3, studies=2, lesions=2)
     store_in_pacs([*dicom_dir.rglob("*.dcm"), *_files(studies, 0)])
     options, sync = _options(tmp_path), _sync_options(tmp_path)
     first = sync_dicomweb(empty_graph, pacs_connection, options=options, sync=sync)
-    # 3 synthetic baselines + 6 real SRs of the three measurement-report SOP classes.
-    assert first.found == 9 and first.retrieved == 9
-    # Usable: the 3 synthetic reports and the real report with diameters in mm (2 of its groups).
-    assert (first.imported, first.bookmarks) == (4, 8)
-    # Not usable: the volumetric liver report, the area-only report, the non-TID 1500 SR.
-    assert first.quarantined == 3
+    # 3 synthetic baselines + 5 real SRs of the three measurement-report SOP classes (the sixth
+    # is filed in its CT's series, whose modality is CT: see below).
+    assert first.found == 8 and first.retrieved == 8
+    # Usable: the 3 synthetic reports (2 lesions each) and the real report with diameters in mm,
+    # with as many bookmarks as the file ETL gives it.
+    assert (first.imported, first.bookmarks) == (4, 6 + oracle.accepted)
+    # Not usable: the volumetric liver report, the non-TID 1500 SR.
+    assert first.quarantined == 2
     # Waiting for CT images the PACS does not have: the two dcmjs reports.
     assert first.pending == 2
     quarantine = tmp_path / "state" / "quarantine"
     reasons = [json.loads(p.read_text()) for p in quarantine.glob("*.reason.json")]
     rejected = [r for r in reasons if r["reason"] == "the reader rejected the report"]
-    assert len(rejected) == 3
+    assert len(rejected) == 2
     assert all((quarantine / r["file"]).is_file() and r["problems"] for r in rejected)
 
     pseudo = Pseudonymizer(load_or_create_secret(tmp_path / "key"))
@@ -95,12 +109,12 @@ def test_sync_imports_usable_reports_then_only_the_follow_up(
     store_in_pacs(_files(studies, 1))
     client = PacsClient(pacs_connection)
     second = sync_dicomweb(empty_graph, pacs_connection, options=options, sync=sync, client=client)
-    assert second.found == 12 and second.known == 7 and second.retrieved == 3
+    assert second.found == 11 and second.known == 6 and second.retrieved == 3
     assert (second.imported, second.pending, second.quarantined) == (3, 2, 0)
     requests = client.counter.snapshot()
     assert requests["wado"] == 3 + 3
-    # 3 searches (one per SR SOP class) + one per missing CT image of the pending reports (3)
-    assert requests["qido"] == 3 + 3
+    # 1 search + one per missing CT image of the pending reports (3)
+    assert requests["qido"] == 1 + 3
     graph = _graph(empty_graph)
     for study in studies:
         mine = [x for x in graph["lesions"] if x["patient"] == pseudo.patient_id(study.patient_id)]
@@ -116,7 +130,15 @@ def test_sync_imports_usable_reports_then_only_the_follow_up(
     text = json.dumps(_graph(empty_graph))
     assert "SYNTHETIC-PACS" not in text and studies[0].study_uid not in text
     counts = Ledger(empty_graph, pacs_connection.source, DATABASE).counts()
-    assert counts == {"imported": 7, "quarantined": 3, "pending": 2}
+    assert counts == {"imported": 7, "quarantined": 2, "pending": 2}
+    # A search by SOP class also finds the SR filed in a CT series (an area only: quarantined).
+    by_class = sync_dicomweb(
+        empty_graph,
+        pacs_connection,
+        options=options,
+        sync=_sync_options(tmp_path, by_sop_class=True),
+    )
+    assert (by_class.found, by_class.retrieved, by_class.quarantined) == (12, 1, 1)
 
 
 def test_report_before_its_ct_is_pending_then_imported(
@@ -193,8 +215,6 @@ def test_orthanc_stopped_mid_sync_converges(
     reference = _graph(empty_graph)
     assert len(reference["lesions"]) == 16
 
-    from lesionkg.db.schema import apply_schema, reset
-
     reset(empty_graph, DATABASE)
     apply_schema(empty_graph, DATABASE)
     # Same key (same ids), fresh index and state. Orthanc goes down after the first batch.
@@ -258,7 +278,7 @@ def test_embedding_retrieves_only_the_adjacent_slices(
     )
     assert summary.imported == 1
     # the report, its key slice and the two slices around it; never the 4 other slices
-    assert client.counter.snapshot() == {"qido": 3 + 1, "wado": 1 + 3}
+    assert client.counter.snapshot() == {"qido": 1 + 1, "wado": 1 + 3}
 
 
 def test_watch_imports_what_arrives(empty_graph, pacs_connection, store_in_pacs, tmp_path):

@@ -111,6 +111,17 @@ def test_lesion_page_shows_real_values_and_a_decoded_slice_with_axes(
     )
     assert float(_wait(browser, "document.getElementById('viewer').dataset.scale")) > 1.0
     browser.find_element(By.CSS_SELECTOR, '[data-zoom="fit"]').click()
+    # For the screenshot, zoom 2x around the lesion (the fitted slice fills the 540 px viewer).
+    box = _floats(row["Bounding_boxes"])
+    x, y = (box[0] + box[2]) / 2 * 540 / size[1], (box[1] + box[3]) / 2 * 540 / size[0]
+    for _ in range(4):
+        browser.execute_script(
+            "const v = document.getElementById('viewer'), r = v.getBoundingClientRect();"
+            "v.dispatchEvent(new WheelEvent('wheel', {deltaY: -100, bubbles: true, "
+            "cancelable: true, clientX: r.left + arguments[0], clientY: r.top + arguments[1]}))",
+            x,
+            y,
+        )
     # Its track: the measurements of studies 1 and 3 are linked either side of this one.
     assert "study 1" in browser.find_element(By.ID, "track-previous").text
     assert "study 3" in browser.find_element(By.ID, "track-next").text

@@ -1,0 +1,55 @@
+"""Study dates in the graph are shifted per patient; graphs imported before are migrated.
+
+Study dates and times identify a patient (HIPAA Safe Harbor, DICOM PS3.15's de-identification
+profile). Every PACS bookmark's study date is shifted by its patient's offset when it is
+pseudonymised (:meth:`lesionkg.core.pseudonym.Pseudonymizer.date_shift_days`: whole days earlier,
+from the key and the pseudonymous patient id). A graph imported before that holds dates in clear;
+:func:`migrate_study_dates` shifts them in ONE transaction and marks the graph's key node
+(``PseudonymKey.dates_shifted``), so it runs once: an import calls it before its first write, and
+running it again changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from lesionkg.core.pseudonym import Pseudonymizer, shift_datetime
+from lesionkg.db.driver import Driver, Tx, run_in, write_transaction
+
+__all__ = ["migrate_study_dates"]
+
+log = logging.getLogger(__name__)
+
+
+def migrate_study_dates(driver: Driver, database: str, pseudonymizer: Pseudonymizer) -> int:
+    """Shift the stored study dates of pseudonymised patients once; how many studies moved.
+
+    0 when the graph's dates are already shifted (the marker is set) or it holds none. The caller
+    has checked that the graph's key is ``pseudonymizer``'s (a graph without a key node gets one
+    with this key and the marker: nothing in it needs shifting).
+    """
+
+    def work(tx: Tx) -> int:
+        state = run_in(tx, "etl/migrate_dates_begin", key_id=pseudonymizer.key_id)
+        if state[0]["shifted"]:
+            return 0
+        studies = run_in(tx, "etl/migrate_dates_studies")
+        days: dict[str, int] = {}
+        rows = []
+        for r in studies:
+            pid = r["patient_id"]
+            if pid not in days:
+                days[pid] = pseudonymizer.date_shift_days(pid)
+            rows.append(
+                {
+                    "study_id": r["study_id"],
+                    "study_datetime": shift_datetime(r["study_datetime"], days[pid]),
+                }
+            )
+        written = run_in(tx, "etl/migrate_dates_write", rows=rows)
+        return int(written[0]["shifted"])
+
+    moved = write_transaction(driver, database, work, "shifting the stored study dates")
+    if moved:
+        log.info("shifted the study dates of %d studies by their patients' offsets", moved)
+    return moved

@@ -1,0 +1,219 @@
+"""SIMILAR_TO stays exact under incremental and concurrent imports: a graph grown by ``etl``
+imports has the edges and predicted types a full ``lesionkg link`` gives on the same graph, and
+concurrent imports give those of a serial run. SYNTHETIC bookmarks, a real Neo4j."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lesionkg.config.secret import load_or_create_secret
+from lesionkg.core.similarity import exact_knn, knn_edges
+from lesionkg.etl.importer import EtlOptions, run_etl
+from lesionkg.graph.similarity import link_graph
+from lesionkg.graph.vector_index import LesionIndex
+from lesionkg.synthetic.bookmarks import write_synthetic_bookmarks
+
+DATABASE = "neo4j"
+K = 5
+#: the share of a full re-link's SIMILAR_TO pairs that the incremental graph must hold: the
+#: index is approximate, though at a few hundred lesions it is exact (measured 1.0)
+MIN_OVERLAP = 0.99
+
+
+def edges(driver) -> dict[tuple[str, str], int]:
+    """The cues space's SIMILAR_TO pairs, with their ranks."""
+    records, _, _ = driver.execute_query(
+        "MATCH (a:Lesion)-[e:SIMILAR_TO {space: 'cues'}]->(b:Lesion) "
+        "RETURN a.lesion_id AS a, b.lesion_id AS b, e.rank AS rank",
+        database_=DATABASE,
+    )
+    return {(r["a"], r["b"]): r["rank"] for r in records}
+
+
+def predicted(driver) -> dict[str, int | None]:
+    records, _, _ = driver.execute_query(
+        "MATCH (l:Lesion) WHERE l.coarse_type IS NULL "
+        "RETURN l.lesion_id AS id, l.predicted_type AS t",
+        database_=DATABASE,
+    )
+    return {r["id"]: r["t"] for r in records}
+
+
+def exact_edges(driver, *, other_patients: bool) -> dict[tuple[str, str], int]:
+    """The exact kNN pairs of the graph's cue vectors (brute force), with their ranks."""
+    records, _, _ = driver.execute_query(
+        "MATCH (l:Lesion) WHERE l.cues IS NOT NULL "
+        "RETURN l.lesion_id AS id, l.patient_id AS p, l.cues AS v ORDER BY id",
+        database_=DATABASE,
+    )
+    ids = [r["id"] for r in records]
+    vectors = np.array([r["v"] for r in records], dtype=np.float32)
+    positions, distances = exact_knn(vectors, vectors, len(ids), metric="l2")
+    found = knn_edges(
+        ids, [r["p"] for r in records], positions, distances, K, other_patients=other_patients
+    )
+    return {(e.source, e.target): e.rank for e in found}
+
+
+def split_export(export: Path, parts: int, into: Path) -> list[Path]:
+    """The export's files dealt round-robin into ``parts`` folders (each marked SYNTHETIC), so
+    each import adds later studies of patients seen before and new patients."""
+    files = sorted(export.glob("*.jsonl"))
+    folders = []
+    for i in range(parts):
+        folder = into / f"part-{i:02d}"
+        folder.mkdir(parents=True)
+        shutil.copy(export / "SYNTHETIC.json", folder / "SYNTHETIC.json")
+        for f in files[i::parts]:
+            shutil.copy(f, folder / f.name)
+        folders.append(folder)
+    return folders
+
+
+@pytest.mark.neo4j
+@pytest.mark.parametrize("other_patients", [False, True])
+def test_ten_imports_give_the_edges_of_a_full_link(
+    empty_graph, tmp_path: Path, other_patients: bool
+) -> None:
+    write_synthetic_bookmarks(tmp_path / "export", patients=60, seed=11)
+    parts = split_export(tmp_path / "export", 10, tmp_path / "parts")
+    opts = EtlOptions(
+        allow_missing_images=True,
+        secret_path=tmp_path / "key",
+        index_dir=tmp_path / "etl-index",
+        k=K,
+    )
+    run_etl(empty_graph, [parts[0]], database=DATABASE, options=opts, progress=False)
+    if other_patients:
+        # The space's lists are of other patients only from here on: the imports follow.
+        link_graph(
+            empty_graph,
+            space="cues",
+            k=K,
+            other_patients=True,
+            index_dir=tmp_path / "link-index-0",
+            database=DATABASE,
+            progress=False,
+        )
+    rewritten = 0
+    for part in parts[1:]:
+        before = edges(empty_graph)
+        run_etl(empty_graph, [part], database=DATABASE, options=opts, progress=False)
+        after = edges(empty_graph)
+        # Older lesions' lists really change: newcomers enter them.
+        old_sources = {a for a, _ in before}
+        rewritten += len({a for a, b in after if a in old_sources and (a, b) not in before})
+    assert rewritten > 0
+
+    incremental, incremental_types = edges(empty_graph), predicted(empty_graph)
+    exact = exact_edges(empty_graph, other_patients=other_patients)
+    assert len(exact) > 1000
+    # At this size the index is exact: the incremental graph is the exact kNN graph, ranks too.
+    assert incremental == exact
+
+    summary = link_graph(
+        empty_graph,
+        space="cues",
+        k=K,
+        other_patients=other_patients,
+        index_dir=tmp_path / "link-index",
+        database=DATABASE,
+        progress=False,
+    )
+    assert summary.index_built
+    relinked, relinked_types = edges(empty_graph), predicted(empty_graph)
+    overlap = len(set(incremental) & set(relinked)) / len(relinked)
+    assert overlap >= MIN_OVERLAP
+    assert incremental == relinked
+    assert incremental_types == relinked_types
+    assert any(t is not None for t in incremental_types.values())
+
+
+def etl_env(settings, home: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "NEO4J_URI": settings.uri,
+        "NEO4J_USERNAME": settings.username,
+        "NEO4J_PASSWORD": settings.password,
+        "LESIONKG_HOME": str(home),
+    }
+
+
+def etl_command(folder: Path, key: Path, index_dir: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "lesionkg.cli",
+        "etl",
+        str(folder),
+        "--allow-missing-images",
+        "--secret",
+        str(key),
+        "--index-dir",
+        str(index_dir),
+        "-k",
+        str(K),
+        "--quiet",
+    ]
+
+
+@pytest.mark.neo4j
+@pytest.mark.slow
+def test_concurrent_imports_give_the_edges_of_a_serial_run(
+    empty_graph, settings, tmp_path: Path
+) -> None:
+    from lesionkg.db.schema import reset
+
+    write_synthetic_bookmarks(tmp_path / "export", patients=120, seed=12)
+    # Disjoint patients: the first half of the patients, then the second.
+    files = sorted((tmp_path / "export").glob("*.jsonl"))
+    patients = sorted({f.name.rsplit("-", 1)[0] for f in files})
+    halves = []
+    for i, chosen in enumerate((patients[::2], patients[1::2])):
+        folder = tmp_path / f"half-{i}"
+        folder.mkdir()
+        shutil.copy(tmp_path / "export" / "SYNTHETIC.json", folder / "SYNTHETIC.json")
+        for f in files:
+            if f.name.rsplit("-", 1)[0] in chosen:
+                shutil.copy(f, folder / f.name)
+        halves.append(folder)
+    key = tmp_path / "pseudonym.key"
+    load_or_create_secret(key)
+    env = etl_env(settings, tmp_path / "home")
+
+    for half in halves:
+        run = subprocess.run(
+            etl_command(half, key, tmp_path / "serial-index"), env=env, capture_output=True
+        )
+        assert run.returncode == 0, run.stderr.decode()
+    serial, serial_types = edges(empty_graph), predicted(empty_graph)
+    assert serial == exact_edges(empty_graph, other_patients=False)
+
+    reset(empty_graph, DATABASE)
+    shared_index = tmp_path / "shared-index"
+    runs = [
+        subprocess.Popen(
+            etl_command(half, key, shared_index),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for half in halves
+    ]
+    for run in runs:
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err.decode()
+    concurrent, concurrent_types = edges(empty_graph), predicted(empty_graph)
+    assert concurrent == serial
+    assert concurrent_types == serial_types
+    # The saved index holds every lesion, whichever process saved last.
+    saved = LesionIndex.load(shared_index / "cues")
+    lesions = {a for a, _ in concurrent}
+    assert set(saved.ids) == lesions
