@@ -41,7 +41,8 @@ from lesionkg.core.pseudonym import Pseudonymizer
 from lesionkg.db import server
 from lesionkg.db.driver import open_driver
 from lesionkg.db.schema import apply_schema, reset
-from lesionkg.etl.importer import EtlOptions, run_etl
+from lesionkg.etl.importer import run_etl
+from lesionkg.etl.options import EtlOptions
 from lesionkg.pacs import orthanc
 from lesionkg.pacs.client import PacsClient, PacsConnection
 from lesionkg.pacs.cohort import StudyFiles, write_pacs_cohort

@@ -8,9 +8,11 @@ Then ``link --space cues`` and ``match``. The explorer runs as its own process (
 serve``, one uvicorn worker); ``--clients`` threads request patient, lesion, similar (the JSON
 gallery) and cohort (overview page with a filter) pages in turn, for ``--duration`` seconds.
 
-Prints one JSON object: the machine, the graph, per page p50/p95 latency (ms) and requests/s,
-beside the p50/p95 of the same page's Cypher alone (the page's lookups run in this process,
-one client, same ids, same run), and the time of a cached and an uncached thumbnail.
+Prints one JSON object: the machine, the graph, per page p50/p95 latency (ms) and requests/s
+(once with all four pages mixed, once with patient and lesion pages only), beside the p50/p95 of
+the same page's Cypher alone (the page's lookups run in this process, one client, same ids, same
+run; the overview's whole-graph aggregate separately, since the page computes it at most every
+30 s), and the time of a cached and an uncached thumbnail.
 
     python bench/web_explorer.py [--lesions 32000] [--duration 60] [--clients 8]
 """
@@ -152,7 +154,7 @@ def _page_url(page: str, ids: dict[str, list[str]], rng: random.Random) -> str:
     return f"/?type={p['type']}&min_mm={p['min_mm']}"
 
 
-def _load(base: str, ids: dict, clients: int, duration: float) -> dict:
+def _load(base: str, ids: dict, clients: int, duration: float, pages: tuple[str, ...]) -> dict:
     latencies: dict[str, list[float]] = defaultdict(list)
     errors: dict[str, int] = defaultdict(int)
     lock = threading.Lock()
@@ -163,7 +165,7 @@ def _load(base: str, ids: dict, clients: int, duration: float) -> dict:
         with httpx.Client(base_url=base, timeout=60) as http:
             i = n
             while time.monotonic() < stop:
-                page = PAGES[i % len(PAGES)]
+                page = pages[i % len(pages)]
                 i += 1
                 url = _page_url(page, ids, rng)
                 started = time.perf_counter()
@@ -192,7 +194,7 @@ def _load(base: str, ids: dict, clients: int, duration: float) -> dict:
                 "requests_per_s": round(len(latencies[page]) / elapsed, 1),
                 "errors": errors[page],
             }
-            for page in PAGES
+            for page in pages
         },
     }
 
@@ -218,9 +220,11 @@ def _cypher_alone(driver, ids: dict, rounds: int) -> dict:
         lookups.image_source(driver, DB, lid)
         graph_cohort.similar_lesions(driver, lid, k=10, database=DB)
 
+    def overview() -> None:
+        lookups.overview(driver, DB)
+
     def cohort() -> None:
         p = _cohort_params(rng)
-        lookups.overview(driver, DB)
         lookups.cohort(
             driver,
             DB,
@@ -232,6 +236,7 @@ def _cypher_alone(driver, ids: dict, rounds: int) -> dict:
         "lesion": lesion,
         "similar": similar,
         "cohort": cohort,
+        "overview_aggregate": overview,
     }
     out = {}
     for page, fn in work.items():
@@ -325,7 +330,13 @@ def main() -> None:
                         http.get(_page_url(page, ids, rng))
                 result["load"] = {
                     "clients": args.clients,
-                    **_load(base, ids, args.clients, args.duration),
+                    **_load(base, ids, args.clients, args.duration, PAGES),
+                }
+                # The same clients on the patient and lesion pages only: what a reading room
+                # does, without the whole-graph cohort scans competing for two cores.
+                result["load_patient_lesion_only"] = {
+                    "clients": args.clients,
+                    **_load(base, ids, args.clients, args.duration, ("patient", "lesion")),
                 }
                 result["cypher_alone"] = _cypher_alone(driver, ids, args.cypher_rounds)
                 with_slices = [
@@ -339,9 +350,12 @@ def main() -> None:
                 ]
                 thumbs = _thumbnails(base, with_slices)
                 result["thumbnails"] = {"lesions": len(with_slices), **thumbs}
+                mixed, own = result["load"]["pages"], result["load_patient_lesion_only"]["pages"]
                 result["targets"] = {
-                    "patient_p95_ms_under_300": result["load"]["pages"]["patient"]["p95_ms"] < 300,
-                    "lesion_p95_ms_under_300": result["load"]["pages"]["lesion"]["p95_ms"] < 300,
+                    "patient_p95_ms_under_300_mixed": mixed["patient"]["p95_ms"] < 300,
+                    "lesion_p95_ms_under_300_mixed": mixed["lesion"]["p95_ms"] < 300,
+                    "patient_p95_ms_under_300_alone": own["patient"]["p95_ms"] < 300,
+                    "lesion_p95_ms_under_300_alone": own["lesion"]["p95_ms"] < 300,
                     "cached_thumbnail_p50_ms_under_20": result["thumbnails"]["cached"]["p50_ms"]
                     < 20,
                 }

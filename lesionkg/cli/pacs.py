@@ -13,7 +13,7 @@ import click
 from lesionkg.cli.options import connected
 from lesionkg.cli.output import emit
 from lesionkg.core.errors import LesionKGError
-from lesionkg.etl.importer import EtlOptions
+from lesionkg.etl.options import EtlOptions
 
 
 def pull(
@@ -66,8 +66,8 @@ def receive(
     quiet: bool,
 ) -> None:
     """Receive over DICOM C-STORE into ``inbox`` and import what arrives."""
-    from lesionkg.pacs.dicomweb import default_state_dir
     from lesionkg.pacs.listener import listen
+    from lesionkg.pacs.options import default_state_dir
 
     inbox = inbox or default_state_dir().parent / "inbox"
     click.echo(f"listening for DICOM as {ae_title} on port {port}, inbox {inbox}", err=True)

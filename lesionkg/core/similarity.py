@@ -478,42 +478,42 @@ def reverse_candidates(
     pairs_old, pairs_new, pairs_d = [cols[found]], [rows[found]], [dist[found]]
     # Beyond the search: lesions whose k-th distance exceeds the newcomer's K-th distance. A
     # search that returned fewer than K (or covered the whole base) leaves nothing beyond.
-    complete = (query_pos[:, -1] < 0) | ~np.isfinite(query_dist[:, -1]) if big_k else None
-    d_k = (
-        np.where(complete | (big_k >= n_old), np.inf, query_dist[:, -1])
-        if big_k
-        else np.full(n_new, -np.inf)
-    )
-    by_kth = np.argsort(-kth, kind="stable")
-    sorted_kth = -kth[by_kth]
-    # How many lesions have kth > d_k: the first `beyond` of by_kth.
-    beyond = np.searchsorted(sorted_kth, -d_k, side="left")
-    total = int(beyond.sum())
-    if total:
-        extra_new = np.repeat(np.arange(n_new), beyond)
-        starts = np.repeat(np.cumsum(beyond) - beyond, beyond)
-        extra_old = by_kth[np.arange(total) - starts]
-        searched = np.zeros(0, dtype=np.int64)
-        if big_k:
-            # Pairs the search already scored keep its distance.
-            valid = query_pos >= 0
-            searched = np.unique(
-                np.repeat(np.arange(n_new), big_k)[valid.ravel()] * n_old + query_pos[valid]
-            )
-        key = extra_new * n_old + extra_old
-        fresh = ~np.isin(key, searched)
-        extra_new, extra_old = extra_new[fresh], extra_old[fresh]
-        new_arr = np.asarray(new_vectors, dtype=np.float32)
+    if big_k:
+        complete = (query_pos[:, -1] < 0) | ~np.isfinite(query_dist[:, -1]) | (big_k >= n_old)
+        d_k = np.where(complete, np.inf, query_dist[:, -1])
+    else:
+        d_k = np.full(n_new, -np.inf)
+    beyond = np.flatnonzero(kth > d_k.min())
+    if len(beyond):
+        new_arr = np.asarray(new_vectors, dtype=np.float64)
         old_arr = np.asarray(old_vectors, dtype=np.float32)
-        for s in range(0, len(extra_new), _PAIR_CHUNK):
-            e_new = extra_new[s : s + _PAIR_CHUNK]
-            e_old = extra_old[s : s + _PAIR_CHUNK]
-            d = pair_distances(old_arr[e_old], new_arr[e_new], metric=metric).astype(np.float64)
-            keep = d <= kth[e_old]
-            pairs_old.append(e_old[keep])
-            pairs_new.append(e_new[keep])
-            pairs_d.append(d[keep])
-    return np.concatenate(pairs_old), np.concatenate(pairs_new), np.concatenate(pairs_d)
+        if metric == "cosine":
+            new_arr = new_arr / (np.linalg.norm(new_arr, axis=1, keepdims=True) + _NORM_EPS)
+        new_sq = (new_arr**2).sum(axis=1)
+        # Blocks of lesions x all newcomers, float64 (no cancellation worth a tie at 1e-7).
+        step = max(1, _PAIR_CHUNK * 16 // max(n_new, 1))
+        for s in range(0, len(beyond), step):
+            block = beyond[s : s + step]
+            base = old_arr[block].astype(np.float64)
+            if metric == "cosine":
+                base /= np.linalg.norm(base, axis=1, keepdims=True) + _NORM_EPS
+                d = 1.0 - base @ new_arr.T
+            else:
+                d = np.maximum(
+                    (base**2).sum(axis=1)[:, None] + new_sq[None, :] - 2 * base @ new_arr.T, 0.0
+                )
+            limit = kth[block][:, None]
+            hit_old, hit_new = np.nonzero((d <= limit) & (limit > d_k[None, :]))
+            pairs_old.append(block[hit_old])
+            pairs_new.append(hit_new)
+            pairs_d.append(d[hit_old, hit_new])
+    old_all = np.concatenate(pairs_old)
+    new_all = np.concatenate(pairs_new)
+    d_all = np.concatenate(pairs_d)
+    # A pair both searched and checked keeps the search's distance (it comes first).
+    _, first = np.unique(old_all * n_new + new_all, return_index=True)
+    first.sort()
+    return old_all[first], new_all[first], d_all[first]
 
 
 def merge_knn_lists(

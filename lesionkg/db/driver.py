@@ -9,6 +9,7 @@ leaves this module as a :class:`DatabaseError`, and one after which the same wor
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -47,9 +48,24 @@ UNAVAILABLE = (ServiceUnavailable, SessionExpired, TransientError)
 T = TypeVar("T")
 
 
-def database_error(exc: Exception, what: str) -> DatabaseError:
+#: Neo4j's code for a database name the server does not have
+DATABASE_NOT_FOUND = "Neo.ClientError.Database.DatabaseNotFound"
+_NAMED = re.compile(r"(?:not found|does not exist)[^:]*:\s*'?([^'\s]+?)'?\.?$")
+
+
+def database_error(exc: Exception, what: str, *, database: str | None = None) -> DatabaseError:
     """The LesionKG error for a Neo4j failure while doing ``what``: ``"{what} failed: ..."``, a
-    :class:`DatabaseUnavailableError` when trying again may succeed."""
+    :class:`DatabaseUnavailableError` when trying again may succeed. A database that does not
+    exist (``--database nosuchdb``) is said so, by name (``database``, else from the message)."""
+    if isinstance(exc, Neo4jError) and exc.code == DATABASE_NOT_FOUND:
+        name = database
+        if name is None:
+            found = _NAMED.search(str(exc.message or "").strip())
+            name = found.group(1) if found else "?"
+        return DatabaseError(
+            f"{what} failed: database {name!r} does not exist on this server (--database, "
+            "env NEO4J_DATABASE; Neo4j Community has only 'neo4j' and 'system')"
+        )
     kind = DatabaseUnavailableError if isinstance(exc, UNAVAILABLE) else DatabaseError
     return kind(f"{what} failed: {exc}")
 
@@ -87,7 +103,7 @@ def run_statement(
             routing_=RoutingControl.READ if read else RoutingControl.WRITE,
         )
     except (Neo4jError, DriverError) as exc:
-        raise database_error(exc, what) from exc
+        raise database_error(exc, what, database=database) from exc
     return records
 
 
@@ -107,4 +123,4 @@ def write_transaction(driver: Driver, database: str, work: Callable[[Tx], T], wh
         with driver.session(database=database) as session:
             return session.execute_write(work)
     except (Neo4jError, DriverError) as exc:
-        raise database_error(exc, what) from exc
+        raise database_error(exc, what, database=database) from exc

@@ -19,6 +19,7 @@ from neo4j.exceptions import ClientError, DriverError, Neo4jError
 from neo4j.graph import Node, Path, Relationship
 
 from lesionkg.core.errors import DatabaseError, QueryError
+from lesionkg.db.driver import DATABASE_NOT_FOUND, database_error
 from lesionkg.db.queries import _plain
 
 #: how long an ad-hoc statement may run, seconds
@@ -116,6 +117,8 @@ def query_type(driver: Driver, database: str, text: str, params: dict[str, Any])
             routing_=RoutingControl.READ,
         )
     except Neo4jError as exc:
+        if exc.code == DATABASE_NOT_FOUND:
+            raise database_error(exc, "planning the statement", database=database) from exc
         raise QueryError(f"{exc.code}: {exc.message}") from exc
     except UNAVAILABLE_ERRORS as exc:
         raise DatabaseError(f"Neo4j is unavailable: {exc}") from exc

@@ -17,6 +17,7 @@ from neo4j.exceptions import Neo4jError
 from neo4j.graph import Node, Path, Relationship
 
 from lesionkg.core.errors import QueryError
+from lesionkg.db.driver import DATABASE_NOT_FOUND, database_error
 from lesionkg.db.statements import bind_params, query
 
 FORMATS = ("table", "json", "csv")
@@ -59,6 +60,8 @@ def run_cypher(
             text, parameters_=params or {}, database_=database, routing_=RoutingControl.READ
         )
     except Neo4jError as exc:
+        if exc.code == DATABASE_NOT_FOUND:
+            raise database_error(exc, "running the query", database=database) from exc
         raise QueryError(f"{exc.code}: {exc.message}") from exc
     return QueryResult(list(keys), [[_plain(v) for v in r.values()] for r in records])
 

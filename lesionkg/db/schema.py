@@ -30,7 +30,7 @@ def apply_schema(driver: Driver, database: str) -> None:
         rows = [{"code": code, "name": name} for code, name in COARSE_TYPES.items()]
         driver.execute_query(statement("db/lesion_types"), rows=rows, database_=database)
     except (Neo4jError, DriverError) as exc:
-        raise database_error(exc, "applying the schema") from exc
+        raise database_error(exc, "applying the schema", database=database) from exc
 
 
 def reset(driver: Driver, database: str) -> None:
@@ -40,7 +40,7 @@ def reset(driver: Driver, database: str) -> None:
             # CALL ... IN TRANSACTIONS needs an implicit (auto-commit) transaction.
             session.run(statement("db/reset")).consume()
     except (Neo4jError, DriverError) as exc:
-        raise database_error(exc, "deleting the graph") from exc
+        raise database_error(exc, "deleting the graph", database=database) from exc
 
 
 def counts(driver: Driver, database: str) -> dict[str, int]:

@@ -31,7 +31,9 @@ def migrate_study_dates(driver: Driver, database: str, pseudonymizer: Pseudonymi
 
     def work(tx: Tx) -> int:
         state = run_in(tx, "etl/migrate_dates_begin", key_id=pseudonymizer.key_id)
-        if state[0]["shifted"]:
+        if state[0]["shifted"] or state[0]["key_id"] != pseudonymizer.key_id:
+            # Done already; or another key's graph (a race with a first import under another
+            # key, which the import then refuses): its offsets are not this key's to compute.
             return 0
         studies = run_in(tx, "etl/migrate_dates_studies")
         days: dict[str, int] = {}

@@ -220,6 +220,7 @@ def watch_inbox(
     finally:
         if importer is not None:
             summary.take(importer.outcome)
+            summary.updated = dict(importer.updated)
         fcntl.flock(lock, fcntl.LOCK_UN)
         lock.close()
     summary.seconds = time.perf_counter() - started

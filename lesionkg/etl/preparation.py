@@ -20,7 +20,7 @@ from lesionkg.core import cues
 from lesionkg.core.body import relative_xy
 from lesionkg.core.errors import InvalidInputError, ModelError, Problem
 from lesionkg.core.pseudonym import Pseudonymizer, PseudonymousBookmark
-from lesionkg.core.records import COARSE_TYPES, Bookmark, LesionRecord
+from lesionkg.core.records import COARSE_TYPES, Bookmark, ImageRef, LesionRecord
 from lesionkg.db.writes import lesion_props
 from lesionkg.etl.bulk import dataset_of
 from lesionkg.etl.discovery import dicom_kind, file_kind, pacs_dataset_of
@@ -29,6 +29,8 @@ from lesionkg.etl.options import EtlOptions
 from lesionkg.etl.report import FileReport
 from lesionkg.loaders.ct import CTIndex
 
+#: a key slice and its neighbours in HU ``(3, H, W)`` and the (x, y) spacing, or None
+Stack = tuple[np.ndarray, tuple[float, float] | None] | None
 #: series id of lesions whose source names no series: one volume per study
 NO_SERIES = "SE-none"
 #: how far beyond the axis endpoints the lesion box reaches, pixels (DeepLesion pads by 5)
@@ -254,6 +256,8 @@ def _prepare_pacs(
 ) -> PreparedFile:
     prepared = PreparedFile(kind, dataset, [], True, {}, {})
     seen: dict[str, int] = {}
+    # A report's lesions are often on one slice: read its stack (and neighbours) once per file.
+    stacks: dict[ImageRef, Stack | InvalidInputError | ModelError] = {}
     for bookmark in bookmarks:
         if normal_anatomy(bookmark.finding):
             prepared.skipped.append(
@@ -275,13 +279,18 @@ def _prepare_pacs(
         lesion = _pacs_lesion(pb, bookmark, kind, dataset)
         stack = None
         if bookmark.image is not None:
-            try:
-                stack = images.stack(bookmark)
-            except (InvalidInputError, ModelError) as exc:
+            if bookmark.image not in stacks:
+                try:
+                    stacks[bookmark.image] = images.stack(bookmark)
+                except (InvalidInputError, ModelError) as exc:
+                    stacks[bookmark.image] = exc
+            found = stacks[bookmark.image]
+            if isinstance(found, InvalidInputError | ModelError):
                 prepared.skipped.append(
-                    Problem(bookmark.source, bookmark.source_index, "image", str(exc))
+                    Problem(bookmark.source, bookmark.source_index, "image", str(found))
                 )
                 continue
+            stack = found
         lesion.props["image_status"] = "found" if stack is not None else "missing"
         if stack is not None and pb.long_axis_px is not None:
             hu, spacing = stack

@@ -445,16 +445,21 @@ class Spaces:
     def _rows(state: SpaceIndex, pending: Pending) -> list[dict[str, Any]]:
         """``graph/write_similar`` rows: the newcomers' edges first, then the changed lists'."""
         names = [*state.index.ids, *pending.new_ids]
-        edges: list[SimilarEdge] = []
         sources = [*pending.new_ids, *(state.index.ids[r] for r in pending.changed_rows)]
         pos = np.concatenate([pending.new_pos, pending.changed_pos])
         dist = np.concatenate([pending.new_dist, pending.changed_dist])
-        for source, p_row, d_row in zip(sources, pos, dist, strict=True):
-            for rank, (p, d) in enumerate(zip(p_row, d_row, strict=True), start=1):
-                if p < 0:
-                    break
-                edges.append(SimilarEdge(source, names[p], float(d), rank))
-        return similar_rows(edges)
+        # Lists are filled from the left: the valid places of a row are its first ones.
+        row, col = np.nonzero(pos >= 0)
+        return similar_rows(
+            SimilarEdge(sources[r], names[p], d, c + 1)
+            for r, c, p, d in zip(
+                row.tolist(),
+                col.tolist(),
+                pos[row, col].tolist(),
+                dist[row, col].tolist(),
+                strict=True,
+            )
+        )
 
     @staticmethod
     def _old_votes(state: SpaceIndex, pending: Pending) -> list[dict[str, Any]]:

@@ -182,7 +182,11 @@ class PacsClient:
                 if status < 500:
                     raise
                 error: Exception = exc
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:  # refused, timed out, or cut off mid-answer (a restart)
                 error = exc
             attempt += 1
             self.retries += 1

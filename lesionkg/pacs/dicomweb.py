@@ -21,6 +21,9 @@ One sync:
    no retrieval. A report that reaches the PACS later than that after its study is found only by
    a sync with ``--since`` an earlier date.
 
+Searching and retrieving run in a background thread one batch ahead of the import, so the PACS
+and the import work at the same time; each batch is imported (and recorded) in the order found.
+
 Faults. An unreachable PACS (refused connections, timeouts, 5xx) is retried with backoff
 (:class:`~lesionkg.pacs.client.PacsRetry`), then the sync stops with :class:`PacsError`; a batch is
 imported only once all of it is retrieved, so nothing is half-written, the cursor has not moved,
@@ -32,35 +35,40 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import logging
-import os
+import queue
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from lesionkg.config.secret import load_or_create_secret
 from lesionkg.db.driver import Driver
-from lesionkg.etl.importer import EtlOptions, EtlSummary, run_etl
-from lesionkg.pacs.client import PacsClient, PacsConnection, PacsRetry
+from lesionkg.etl.importer import run_etl
+from lesionkg.etl.options import EtlOptions
+from lesionkg.etl.report import EtlSummary
+from lesionkg.pacs.client import PacsClient, PacsConnection
 from lesionkg.pacs.errors import PacsAuthError, PacsError
+from lesionkg.pacs.holding import Holding
 from lesionkg.pacs.ledger import (
     DUPLICATE,
     IMPORTED,
     PENDING,
     QUARANTINED,
     SETTLED,
+    Known,
     Ledger,
     Outcome,
     age_s,
     instance_key,
 )
+from lesionkg.pacs.options import SyncOptions, default_state_dir
+from lesionkg.pacs.report import SyncSummary
 from lesionkg.pacs.retrieval import (
     SERIES_UID,
     SOP_CLASS,
@@ -76,90 +84,14 @@ from lesionkg.pacs.retrieval import (
 
 log = logging.getLogger(__name__)
 
-
-def default_state_dir() -> Path:
-    """``$LESIONKG_HOME/pacs`` or ``~/.lesionkg/pacs``: quarantine and temporary batches."""
-    home = os.environ.get("LESIONKG_HOME")
-    return (Path(home) if home else Path.home() / ".lesionkg") / "pacs"
-
-
-@dataclass(frozen=True)
-class SyncOptions:
-    """How a sync searches, retrieves and holds reports back.
-
-    ``since``: a StudyDate ``YYYYMMDD`` (or ISO date) to search from instead of the cursor;
-    ``page_size``: QIDO-RS results per page, also the import batch; ``workers``: parallel
-    WADO-RS retrievals; ``neighbours``: also retrieve the slices above and below each key slice
-    (default: when the import embeds, i.e. ``EtlOptions.model_dir`` is set);
-    ``pending_max_age_s``: a report whose CT has not arrived after this long is quarantined;
-    ``by_sop_class``: search by SOP Class UID instead of ``Modality=SR`` (finds reports filed in
-    a series of another modality, but Orthanc reads every instance to answer it);
-    ``lookback_days``: how many days of studies before the newest one found each sync searches
-    again, for reports written or sent after their study; ``state_dir``: where quarantined
-    reports and temporary batches go.
-    """
-
-    since: str | None = None
-    page_size: int = 200
-    workers: int = 8
-    neighbours: bool | None = None
-    pending_max_age_s: float = 7 * 86400.0
-    lookback_days: int = 7
-    by_sop_class: bool = False
-    state_dir: Path | None = None
-    retry: PacsRetry = field(default_factory=PacsRetry)
-
-
-@dataclass
-class SyncSummary:
-    """What one sync did."""
-
-    source: str
-    cursor_before: str | None = None
-    cursor_after: str | None = None
-    found: int = 0
-    known: int = 0
-    retrieved: int = 0
-    imported: int = 0
-    duplicates: int = 0
-    pending: int = 0
-    quarantined: int = 0
-    bookmarks: int = 0
-    #: seconds spent retrieving (QIDO and WADO) and importing (the file ETL)
-    retrieval_seconds: float = 0.0
-    import_seconds: float = 0.0
-    requests: dict[str, int] = field(default_factory=dict)
-    retries: int = 0
-    seconds: float = 0.0
-    quarantine_dir: str | None = None
-    pending_reasons: list[str] = field(default_factory=list)
-    etl: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def reports_per_s(self) -> float:
-        return self.retrieved / self.seconds if self.seconds > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["reports_per_s"] = round(self.reports_per_s, 1)
-        return out
-
-    def describe(self) -> str:
-        lines = [
-            f"{self.source}: {self.found} reports found since {self.cursor_before or 'the start'}"
-            f", {self.known} already known (not retrieved), {self.retrieved} retrieved in "
-            f"{self.seconds:.1f} s ({self.reports_per_s:,.0f} reports/s)",
-            f"  {self.imported} imported ({self.bookmarks} bookmarks), {self.duplicates} already "
-            f"in the graph, {self.pending} pending, {self.quarantined} quarantined",
-            "  requests: " + ", ".join(f"{k} {v}" for k, v in sorted(self.requests.items())),
-            f"  cursor: {self.cursor_before or '-'} -> {self.cursor_after or '-'}",
-        ]
-        if self.retries:
-            lines.append(f"  the PACS failed {self.retries} time(s); retried")
-        lines += [f"  pending: {reason}" for reason in self.pending_reasons[:10]]
-        if self.quarantined:
-            lines.append(f"  quarantined reports and their reasons: {self.quarantine_dir}")
-        return "\n".join(lines)
+__all__ = [
+    "DicomwebSync",
+    "SyncOptions",
+    "SyncSummary",
+    "default_state_dir",
+    "sync_dicomweb",
+    "watch_dicomweb",
+]
 
 
 def _dicom_date(text: str) -> str:
@@ -195,8 +127,7 @@ class DicomwebSync:
         self.ledger = Ledger(driver, connection.source, database)
         self.secret = load_or_create_secret(self.options.secret_path)
         self.state_dir = Path(self.sync.state_dir or default_state_dir())
-        self.quarantine = self.state_dir / "quarantine"
-        self.pending_dir = self.state_dir / "pending"
+        self.holding = Holding(self.state_dir, connection.source)
         neighbours = self.sync.neighbours
         self.neighbours = self.options.model_dir is not None if neighbours is None else neighbours
 
@@ -220,6 +151,7 @@ class DicomwebSync:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _run(self) -> SyncSummary:
+        """Search and retrieve in a background thread, one batch ahead of the import."""
         started = time.perf_counter()
         before = dict(self.client.counter.snapshot())
         retries_before = self.client.retries
@@ -227,48 +159,35 @@ class DicomwebSync:
         cursor = self.ledger.cursor()
         since = _dicom_date(self.sync.since) if self.sync.since else cursor
         summary = SyncSummary(self.client.connection.source, cursor_before=since)
-        summary.quarantine_dir = str(self.quarantine)
-        dates: list[str] = []
+        summary.quarantine_dir = str(self.holding.quarantine_dir)
+        searched = _Searched()
         pending_dates: list[str | None] = []
         etl = EtlSummary()
-        # Modality is indexed by every PACS (SOPClassUID is not by Orthanc, which then reads
-        # every instance); one search per SOP class, as list matching of UIDs is not supported
-        # by every PACS either.
-        searches: list[dict[str, Any]] = (
-            [{"SOPClassUID": c} for c in sorted(SR_SOP_CLASSES)]
-            if self.sync.by_sop_class
-            else [{"Modality": "SR"}]
+        batches: queue.Queue[_Batch | BaseException | None] = queue.Queue(maxsize=1)
+        stop = threading.Event()
+        producer = threading.Thread(
+            target=self._produce, args=(since, batches, stop, searched), daemon=True
         )
-        for search in searches:
-            filters = dict(search)
-            if since:
-                filters["StudyDate"] = f"{since}-"
-            offset = 0
-            while True:
-                page = self.client.search_instances(
-                    filters=filters,
-                    fields=[STUDY_DATE],
-                    offset=offset,
-                    limit=self.sync.page_size,
-                )
-                offset += len(page)
-                found = self._reports(page)
-                summary.found += len(found)
-                dates += [f.study_date for f in found if f.study_date]
-                known = self.ledger.known([f.key for f in found])
-                todo = [
-                    f for f in found if f.key not in known or known[f.key].status not in SETTLED
+        producer.start()
+        try:
+            while (batch := batches.get()) is not None:
+                if isinstance(batch, BaseException):
+                    raise batch
+                outcomes = self._import(batch, summary, etl)
+                pending_dates += [
+                    f.study_date
+                    for f, o in zip(batch.todo, outcomes, strict=True)
+                    if o.status == PENDING
                 ]
-                summary.known += len(found) - len(todo)
-                if todo:
-                    outcomes = self._batch(todo, known, summary, etl)
-                    pending_dates += [
-                        f.study_date
-                        for f, o in zip(todo, outcomes, strict=True)
-                        if o.status == PENDING
-                    ]
-                if len(page) < self.sync.page_size:
-                    break
+        finally:
+            stop.set()
+            producer.join()
+            while not batches.empty():
+                left = batches.get_nowait()
+                if isinstance(left, _Batch):
+                    shutil.rmtree(left.folder, ignore_errors=True)
+        summary.found, summary.known = searched.found, searched.known
+        summary.retrieved, summary.retrieval_seconds = searched.retrieved, searched.seconds
         # Every page is done: the cursor may move, to the oldest pending report if any (a
         # pending report without a StudyDate keeps every later search unfiltered).
         after: str | None
@@ -276,10 +195,10 @@ class DicomwebSync:
             after = None
         elif pending_dates:
             after = min(d for d in pending_dates if d is not None)
-        elif dates:
+        elif searched.dates:
             # Reports of the last `lookback_days` of studies are searched again: a report
             # is often written, or sent, days after its study (the known ones cost no retrieval).
-            newest = min(max(dates), date.today().strftime("%Y%m%d"))
+            newest = min(max(searched.dates), date.today().strftime("%Y%m%d"))
             back = datetime.strptime(newest, "%Y%m%d") - timedelta(days=self.sync.lookback_days)
             after = max(back.strftime("%Y%m%d"), since or "")
         else:
@@ -292,6 +211,65 @@ class DicomwebSync:
         summary.retries = self.client.retries - retries_before
         summary.seconds = time.perf_counter() - started
         return summary
+
+    def _produce(
+        self,
+        since: str | None,
+        batches: queue.Queue[_Batch | BaseException | None],
+        stop: threading.Event,
+        searched: _Searched,
+    ) -> None:
+        """The paged searches and each page's retrieval, handed over batch by batch; an error
+        is handed over too, after the batches before it."""
+
+        def hand_over(item: _Batch | BaseException | None) -> bool:
+            while not stop.is_set():
+                try:
+                    batches.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            if isinstance(item, _Batch):
+                shutil.rmtree(item.folder, ignore_errors=True)
+            return False
+
+        # Modality is indexed by every PACS (SOPClassUID is not by Orthanc, which then reads
+        # every instance); one search per SOP class, as list matching of UIDs is not supported
+        # by every PACS either.
+        searches: list[dict[str, Any]] = (
+            [{"SOPClassUID": c} for c in sorted(SR_SOP_CLASSES)]
+            if self.sync.by_sop_class
+            else [{"Modality": "SR"}]
+        )
+        try:
+            for search in searches:
+                filters = dict(search)
+                if since:
+                    filters["StudyDate"] = f"{since}-"
+                offset = 0
+                while not stop.is_set():
+                    page = self.client.search_instances(
+                        filters=filters,
+                        fields=[STUDY_DATE],
+                        offset=offset,
+                        limit=self.sync.page_size,
+                    )
+                    offset += len(page)
+                    found = self._reports(page)
+                    searched.found += len(found)
+                    searched.dates += [f.study_date for f in found if f.study_date]
+                    known = self.ledger.known([f.key for f in found])
+                    todo = [
+                        f for f in found if f.key not in known or known[f.key].status not in SETTLED
+                    ]
+                    searched.known += len(found) - len(todo)
+                    if todo and not hand_over(self._gather(todo, known, searched)):
+                        return
+                    if len(page) < self.sync.page_size:
+                        break
+            hand_over(None)
+        except BaseException as exc:  # handed to the importing thread, which raises it
+            hand_over(exc)
 
     def _reports(self, page: list[dict]) -> list[Found]:
         found = []
@@ -313,43 +291,70 @@ class DicomwebSync:
             )
         return found
 
-    def _batch(
-        self, todo: list[Found], known: dict, summary: SyncSummary, etl: EtlSummary
-    ) -> list[Outcome]:
-        """Retrieve, import and record one batch; the outcomes in ``todo``'s order."""
+    def _gather(self, todo: list[Found], known: dict[str, Known], searched: _Searched) -> _Batch:
+        """Retrieve one batch into a private folder (QIDO-RS and WADO-RS only, no graph
+        write): the reports still waiting for their CT are found out with QIDO-RS."""
+        started = time.perf_counter()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix="batch-", dir=self.state_dir))
-        outcomes: dict[str, Outcome] = {}
-        for found in todo:
-            if found.key in known and known[found.key].status == PENDING:
-                held = self._still_pending(found, known[found.key].first_seen, summary)
-                if held is not None:
-                    outcomes[found.key] = held
+        batch = _Batch(todo, known, Path(tempfile.mkdtemp(prefix="batch-", dir=self.state_dir)))
         try:
+            for found in todo:
+                if found.key in known and known[found.key].status == PENDING:
+                    self._still_pending(found, known[found.key].first_seen, batch)
             retrieval = BatchRetrieval(
                 self.client,
-                folder / "import",
+                batch.folder / "import",
                 workers=self.sync.workers,
                 neighbours=self.neighbours,
             )
-            started = time.perf_counter()
-            fetched = retrieval.fetch([f for f in todo if f.key not in outcomes])
-            summary.retrieval_seconds += time.perf_counter() - started
-            summary.retrieved += len(fetched)
-            (folder / "held").mkdir()
-            for item in fetched:
+            batch.fetched = retrieval.fetch([f for f in todo if f.key not in batch.held])
+            (batch.folder / "held").mkdir()
+            for item in batch.fetched:
                 if item.path is not None and (item.unreadable or item.waiting):
                     # Out of the folder the import reads.
-                    item.path = item.path.rename(folder / "held" / item.path.name)
-                early = self._hold_back(item, known, summary)
+                    item.path = item.path.rename(batch.folder / "held" / item.path.name)
+        except BaseException:
+            shutil.rmtree(batch.folder, ignore_errors=True)
+            raise
+        searched.retrieved += len(batch.fetched)
+        searched.seconds += time.perf_counter() - started
+        return batch
+
+    def _still_pending(self, item: Found, first_seen: datetime | None, batch: _Batch) -> None:
+        """A pending report whose CT images are still missing stays pending, found out with a
+        QIDO-RS search per image and no retrieval; it is retrieved again when its CT arrived,
+        when it is too old, or when this machine has no note of what it waits for."""
+        waiting = self.holding.waiting_for(item.key)
+        if waiting is None or age_s(first_seen) > self.sync.pending_max_age_s:
+            return
+        missing = []
+        for uid, (study, series) in waiting.items():
+            hits = self.client.search_instances(
+                study=study, series=series or None, filters={"SOPInstanceUID": uid}
+            )
+            if not hits:
+                missing.append(uid)
+        if missing:
+            reason = f"waiting for {len(missing)} referenced CT image(s) not in the PACS yet"
+            batch.held[item.key] = Outcome(item.key, PENDING, reason)
+            batch.reasons.append(f"{item.sop}: {reason}: " + ", ".join(missing))
+
+    def _import(self, batch: _Batch, summary: SyncSummary, etl: EtlSummary) -> list[Outcome]:
+        """Import and record one retrieved batch; the outcomes in ``batch.todo``'s order."""
+        try:
+            outcomes: dict[str, Outcome] = dict(batch.held)
+            summary.pending += len(batch.held)
+            summary.pending_reasons += batch.reasons
+            for item in batch.fetched:
+                early = self._hold_back(item, batch.known, summary)
                 if early is not None:
                     outcomes[item.found.key] = early
-            ready = [f for f in fetched if f.found.key not in outcomes and f.path is not None]
+            ready = [f for f in batch.fetched if f.found.key not in outcomes and f.path is not None]
             if ready:
                 started = time.perf_counter()
                 result = run_etl(
                     self.driver,
-                    [folder / "import"],
+                    [batch.folder / "import"],
                     database=self.database,
                     options=self.options,
                     progress=False,
@@ -361,21 +366,23 @@ class DicomwebSync:
                     assert item.path is not None
                     report = by_file.get(item.path.resolve())
                     outcomes[item.found.key] = self._settle(item, report, summary)
-            for item in fetched:
+            for item in batch.fetched:
                 if outcomes[item.found.key].status != PENDING:
-                    (self.pending_dir / f"{item.found.key}.json").unlink(missing_ok=True)
-            ordered = [outcomes[f.key] for f in todo]
+                    self.holding.forget_pending(item.found.key)
+            ordered = [outcomes[f.key] for f in batch.todo]
             self.ledger.record(ordered)
             return ordered
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(batch.folder, ignore_errors=True)
 
-    def _hold_back(self, item: Fetched, known: dict, summary: SyncSummary) -> Outcome | None:
+    def _hold_back(
+        self, item: Fetched, known: dict[str, Known], summary: SyncSummary
+    ) -> Outcome | None:
         """The outcome of a report that is not imported now (unreadable, waiting), else None."""
         key = item.found.key
         if item.unreadable is not None:
             summary.quarantined += 1
-            self._quarantine(item, item.unreadable, [])
+            self.holding.quarantine(item, item.unreadable, [])
             return Outcome(key, QUARANTINED, "unreadable report")
         if not item.waiting:
             return None
@@ -384,7 +391,7 @@ class DicomwebSync:
         first = known[key].first_seen if key in known else None
         if age_s(first) > self.sync.pending_max_age_s:
             summary.quarantined += 1
-            self._quarantine(
+            self.holding.quarantine(
                 item,
                 f"{reason} after {age_s(first) / 3600:.1f} h (limit "
                 f"{self.sync.pending_max_age_s / 3600:.1f} h): " + ", ".join(item.waiting),
@@ -393,49 +400,8 @@ class DicomwebSync:
             return Outcome(key, QUARANTINED, "referenced CT never arrived")
         summary.pending += 1
         summary.pending_reasons.append(f"{item.found.sop}: {reason}: " + ", ".join(item.waiting))
-        self._write_private(
-            self.pending_dir / f"{key}.json",
-            {
-                "sop_instance_uid": item.found.sop,
-                "study_instance_uid": item.found.study,
-                "waiting": {uid: list(where) for uid, where in item.waiting.items()},
-            },
-        )
+        self.holding.note_pending(item)
         return Outcome(key, PENDING, reason)
-
-    def _still_pending(
-        self, item: Found, first_seen: datetime | None, summary: SyncSummary
-    ) -> Outcome | None:
-        """A pending report whose CT images are still missing stays pending, found out with a
-        QIDO-RS search per image and no retrieval; None when it must be retrieved again (its CT
-        arrived, it is too old, or this machine has no note of what it waits for)."""
-        note = self.pending_dir / f"{item.key}.json"
-        if not note.is_file() or age_s(first_seen) > self.sync.pending_max_age_s:
-            return None
-        try:
-            waiting = json.loads(note.read_text())["waiting"]
-        except (ValueError, KeyError, OSError):
-            return None
-        missing = []
-        for uid, (study, series) in waiting.items():
-            hits = self.client.search_instances(
-                study=study, series=series or None, filters={"SOPInstanceUID": uid}
-            )
-            if not hits:
-                missing.append(uid)
-        if not missing:
-            return None
-        reason = f"waiting for {len(missing)} referenced CT image(s) not in the PACS yet"
-        summary.pending += 1
-        summary.pending_reasons.append(f"{item.sop}: {reason}: " + ", ".join(missing))
-        return Outcome(item.key, PENDING, reason)
-
-    def _write_private(self, path: Path, content: dict) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(content, indent=2) + "\n")
-        os.replace(tmp, path)
 
     def _settle(self, item: Fetched, report: Any, summary: SyncSummary) -> Outcome:
         key = item.found.key
@@ -444,11 +410,11 @@ class DicomwebSync:
         problems = [str(p) for p in report.problems]
         if report.status == "rejected":
             summary.quarantined += 1
-            self._quarantine(item, "the reader rejected the report", problems)
+            self.holding.quarantine(item, "the reader rejected the report", problems)
             return Outcome(key, QUARANTINED, f"rejected by the reader: {len(problems)} problem(s)")
         summary.bookmarks += report.new
         if problems:
-            self._quarantine(
+            self.holding.quarantine(
                 item, f"{report.new} bookmarks imported, these groups skipped", problems
             )
         if report.status == "duplicate" or report.new == 0:
@@ -459,25 +425,29 @@ class DicomwebSync:
             key, IMPORTED, f"{len(problems)} group(s) skipped" if problems else None, report.new
         )
 
-    def _quarantine(self, item: Fetched, reason: str, problems: list[str]) -> None:
-        """Keep the report's file and a reason file in ``quarantine/`` (0700: they hold ids)."""
-        self.quarantine.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.quarantine, 0o700)
-        name = f"{item.found.key}.dcm"
-        if item.path is not None and item.path.is_file():
-            shutil.copyfile(item.path, self.quarantine / name)
-        text = {
-            "sop_instance_uid": item.found.sop,
-            "study_instance_uid": item.found.study,
-            "series_instance_uid": item.found.series,
-            "source": self.client.connection.source,
-            "processed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "reason": reason,
-            "problems": problems,
-            "file": name if item.path is not None else None,
-        }
-        self._write_private(self.quarantine / f"{name}.reason.json", text)
-        log.warning("quarantined %s: %s", item.found.sop, reason)
+
+@dataclass
+class _Searched:
+    """What the searching thread found and retrieved (read once it has finished)."""
+
+    found: int = 0
+    known: int = 0
+    retrieved: int = 0
+    seconds: float = 0.0
+    dates: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Batch:
+    """One page's reports, retrieved into ``folder``, ready to import."""
+
+    todo: list[Found]
+    known: dict[str, Known]
+    folder: Path
+    fetched: list[Fetched] = field(default_factory=list)
+    #: reports still pending, found out without retrieving them, and why
+    held: dict[str, Outcome] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
 
 
 def _merge(total: EtlSummary, part: EtlSummary) -> None:

@@ -49,7 +49,8 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from lesionkg.db.driver import Driver
-from lesionkg.etl.importer import EtlOptions, EtlSummary
+from lesionkg.etl.options import EtlOptions
+from lesionkg.etl.report import EtlSummary
 from lesionkg.loaders.ct import CT_SOP_CLASSES
 from lesionkg.pacs.errors import PacsError
 

@@ -193,7 +193,11 @@ def similar(
             database=db,
         )
     except QueryError as exc:
-        return {"space": space, "k": k, "lesions": [], "error": str(exc)}
+        hint = {
+            "cues": "lesionkg link --space cues writes the cues",
+            "triplet": "lesionkg embed writes embeddings, lesionkg link --space triplet links them",
+        }[space]
+        return {"space": space, "k": k, "lesions": [], "error": f"{exc} ({hint})"}
     for row in rows:
         s = row["similarity"]
         # The index's score back to the space's distance (see similar_lesions.cypher).

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query
 from markupsafe import Markup
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
@@ -186,18 +188,25 @@ def lesion_page(
     )
 
 
-@router.get("/image/{lesion_id}/{variant}")
-def picture(request: Request, lesion_id: str, variant: Literal["full", "thumb"]) -> Response:
-    """The lesion's key slice with its axes (PNG) or its body map (SVG), from the cache when
-    rendered before. Only the lesion id comes from the URL; files come from the graph's facts."""
-    content.check_id(lesion_id, "lesion_id")
+def _render_picture(request: Request, lesion_id: str, variant: Literal["full", "thumb"]) -> Path:
     explorer = explorer_of(request)
-    path = explorer.pictures.lookup(lesion_id, variant)
+    src = lookups.image_source(explorer.driver(), explorer.database, lesion_id)
+    if src is None:
+        raise NotFound(f"no lesion {lesion_id!r} in the knowledge base")
+    return explorer.pictures.create(lesion_id, variant, src)
+
+
+@router.get("/image/{lesion_id}/{variant}")
+async def picture(request: Request, lesion_id: str, variant: Literal["full", "thumb"]) -> Response:
+    """The lesion's key slice with its axes (PNG) or its body map (SVG), from the cache when
+    rendered before. Only the lesion id comes from the URL; files come from the graph's facts.
+
+    Async so that a cached picture (two stat calls) never waits for a worker thread behind slow
+    pages; reading the graph and rendering run in the thread pool."""
+    content.check_id(lesion_id, "lesion_id")
+    path = explorer_of(request).pictures.lookup(lesion_id, variant)
     if path is None:
-        src = lookups.image_source(explorer.driver(), explorer.database, lesion_id)
-        if src is None:
-            raise NotFound(f"no lesion {lesion_id!r} in the knowledge base")
-        path = explorer.pictures.create(lesion_id, variant, src)
+        path = await run_in_threadpool(_render_picture, request, lesion_id, variant)
     media = "image/png" if path.suffix == ".png" else "image/svg+xml"
     return FileResponse(path, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
 

@@ -14,9 +14,12 @@ from lesionkg.core.similarity import (
     SimilarEdge,
     exact_knn,
     knn_edges,
+    merge_knn_lists,
     neighbours,
+    pair_distances,
     predict_types,
     recall_at_k,
+    reverse_candidates,
     type_accuracy,
 )
 from lesionkg.graph.vector_index import LesionIndex
@@ -273,7 +276,12 @@ def test_save_and_load_round_trip(tmp_path):
     index.tune_ef(vectors[:50])
     bin_path, json_path = index.save(tmp_path / "idx" / "triplet")
     assert bin_path.name == "triplet.bin" and json_path.name == "triplet.json"
-    assert sorted(p.name for p in bin_path.parent.iterdir()) == ["triplet.bin", "triplet.json"]
+    # No temporary file is left; the lock file stays for the next save.
+    assert sorted(p.name for p in bin_path.parent.iterdir()) == [
+        "triplet.bin",
+        "triplet.json",
+        "triplet.lock",
+    ]
     manifest = json.loads(json_path.read_text())
     assert manifest["format_version"] == 1
     assert {
@@ -404,3 +412,76 @@ def test_type_from_location_of_other_patients_on_real_deeplesion(val_csv):
         f"majority class rate {majority_rate:.4f}, mean confidence {confidence.mean():.3f}"
     )
     assert accuracy >= majority_rate + 0.2
+
+
+# -- incremental kNN ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_pair_distances_follow_the_brute_force(metric: str) -> None:
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(50, 7)).astype(np.float32), rng.normal(size=(50, 7)).astype(np.float32)
+    full = brute_force(a, b, metric)
+    assert np.allclose(pair_distances(a, b, metric=metric), np.diag(full), atol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+@pytest.mark.parametrize("search", [0, 8, 40])
+def test_incremental_lists_equal_the_exact_knn_of_the_grown_set(metric: str, search: int) -> None:
+    """Old lists merged with the newcomers that reverse_candidates finds equal the exact kNN of
+    old + new, whatever the neighbourhood searched (0: all from the exact check)."""
+    rng = np.random.default_rng(5)
+    k = 4
+    # Dense clusters and a few far outliers: outliers have large k-th distances.
+    old = np.concatenate([clusters(rng, 60, 5), rng.normal(size=(6, 5)).astype(np.float32) * 40])
+    new = np.concatenate([clusters(rng, 10, 5), rng.normal(size=(3, 5)).astype(np.float32) * 40])
+    ids = [f"L{i:04d}" for i in range(len(old) + len(new))]
+    both = np.concatenate([old, new])
+    # The old lists: exact kNN among the old.
+    d_old = brute_force(old, old, metric)
+    np.fill_diagonal(d_old, np.inf)
+    pos = np.argsort(d_old, axis=1, kind="stable")[:, :k]
+    dist = np.take_along_axis(d_old, pos, axis=1)
+    # The newcomers' neighbourhood among the old, as an index search would give it.
+    d_new = brute_force(new, old, metric)
+    q_pos = np.argsort(d_new, axis=1, kind="stable")[:, :search]
+    q_dist = np.take_along_axis(d_new, q_pos, axis=1)
+    r_old, r_new, r_dist = reverse_candidates(dist[:, -1], q_pos, q_dist, new, old, metric=metric)
+    # Every pair found qualifies (up to float32 rounding), and every clear one is found.
+    found = set(zip(r_old.tolist(), r_new.tolist(), strict=True))
+    kth = dist[:, -1:]
+    loose = set(zip(*np.nonzero(kth + 1e-4 >= d_new.T), strict=True))
+    strict = set(zip(*np.nonzero(kth - 1e-4 >= d_new.T), strict=True))
+    assert strict <= found <= loose
+    assert len(strict) > 10
+    rows, inverse = np.unique(r_old, return_inverse=True)
+    merged_pos, merged_dist, changed = merge_knn_lists(
+        pos[rows], dist[rows], inverse, len(old) + r_new, r_dist, ids, k
+    )
+    assert changed.all()
+    pos[rows], dist[rows] = merged_pos, merged_dist
+    d_all = brute_force(both, both, metric)
+    np.fill_diagonal(d_all, np.inf)
+    expected = np.argsort(d_all[: len(old)], axis=1, kind="stable")[:, :k]
+    assert (pos == expected).all()
+
+
+def test_merge_knn_lists_orders_ties_by_name_and_skips_repeats() -> None:
+    names = ["b", "a", "c", "d"]
+    positions = np.array([[0, -1]])
+    distances = np.array([[1.0, np.inf]])
+    # "a" ties with "b" at 1.0 and comes first by name; "b" given again is not added twice.
+    out_pos, out_dist, changed = merge_knn_lists(
+        positions,
+        distances,
+        np.array([0, 0, 0]),
+        np.array([1, 0, 2]),
+        np.array([1.0, 1.0, 3.0]),
+        names,
+        2,
+    )
+    assert out_pos.tolist() == [[1, 0]] and out_dist.tolist() == [[1.0, 1.0]] and changed.all()
+    same_pos, _, same = merge_knn_lists(
+        out_pos, out_dist, np.array([0]), np.array([3]), np.array([5.0]), names, 2
+    )
+    assert same_pos.tolist() == [[1, 0]] and not same.any()

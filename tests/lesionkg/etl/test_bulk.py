@@ -251,3 +251,72 @@ def test_images_option_records_the_key_slice_paths(empty_graph, deeplesion_dir):
         "MATCH (l:Lesion) RETURN l.file_name AS f, l.image_path AS p", database_=DB
     )
     assert all(r["p"] == str((images / r["f"]).resolve()) for r in records)
+
+
+def _val_rows_n(val_csv, n):
+    with val_csv.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        return header, [next(reader) for _ in range(n)]
+
+
+@pytest.mark.parametrize("column", ["Key_slice_index", "Patient_index", "Series_ID"])
+def test_a_huge_integer_anywhere_writes_nothing_even_in_small_batches(
+    empty_graph, val_csv, tmp_path, column
+):
+    """Issue 15: an integer index of 23 digits passed validation, then overflowed after 36 of 40
+    rows were committed (--batch-size 5). Validation runs before the first write."""
+    header, rows = _val_rows_n(val_csv, 40)
+    rows[37][header.index(column)] = "12345678901234567890123"
+    path = _write_rows(tmp_path / "huge.csv", header, rows)
+    before = _snapshot(empty_graph)
+    with pytest.raises(InvalidInputError) as info:
+        load_deeplesion(empty_graph, path, database=DB, progress=False, batch_size=5, writers=1)
+    assert "line 39" in str(info.value) and "nothing was written" in str(info.value)
+    assert _snapshot(empty_graph) == before
+
+
+def test_a_reimport_that_changes_type_sex_or_age_is_refused_or_updated(
+    empty_graph, val_csv, tmp_path
+):
+    header, rows = _val_rows_n(val_csv, 12)
+    first = _write_rows(tmp_path / "first.csv", header, rows)
+    load_deeplesion(empty_graph, first, database=DB, progress=False)
+    before = _snapshot(empty_graph)
+    changed = [r[:] for r in rows]
+    age = header.index("Patient_age")
+    sex = header.index("Patient_gender")
+    kind = header.index("Coarse_lesion_type")
+    old_age, old_sex, old_type = rows[0][age], rows[0][sex], rows[3][kind]
+    for row in changed:
+        # every row of the first study (its age) and of the first patient (the sex): a file
+        # must agree with itself
+        if row[1] == rows[0][1]:
+            row[sex] = "F" if old_sex == "M" else "M"
+            if row[2] == rows[0][2]:
+                row[age] = str(float(old_age) + 30)
+    changed[3][kind] = "1" if old_type != "1" else "2"
+    second = _write_rows(tmp_path / "second.csv", header, changed)
+    with pytest.raises(InvalidInputError) as info:
+        load_deeplesion(empty_graph, second, database=DB, progress=False, batch_size=5)
+    text = str(info.value)
+    assert "nothing was written" in text
+    assert "line 2, column Patient_age" in text and f"the file gives {float(old_age) + 30}" in text
+    assert "line 2, column Patient_gender" in text, text
+    assert "line 5, column Coarse_lesion_type" in text and f"coarse_type {int(old_type)}" in text, text
+    assert _snapshot(empty_graph) == before
+
+    summary = load_deeplesion(empty_graph, second, database=DB, progress=False, update=True)
+    assert summary.updated == {"coarse_type": 1, "patient_age": 1, "sex": 1}
+    assert "updated (--update)" in summary.describe()
+    records, _, _ = empty_graph.execute_query(
+        "MATCH (l:Lesion {file_name: $f})-[:OF_TYPE]->(t) "
+        "MATCH (p:Patient {patient_id: l.patient_id}) "
+        "RETURN t.code AS code, l.coarse_type AS type, p.sex AS sex",
+        f=rows[3][0],
+        database_=DB,
+    )
+    assert records[0]["code"] == records[0]["type"] == int(changed[3][kind])
+    # Loading the updated file again changes nothing more.
+    again = load_deeplesion(empty_graph, second, database=DB, progress=False)
+    assert again.updated == {}

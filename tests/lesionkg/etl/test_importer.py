@@ -181,8 +181,10 @@ def test_real_dicom_folder(empty_graph, dicom_dir: Path, options: EtlOptions) ->
     by_file = {Path(r.file).name: r for r in summary.reports}
     # The planar diameters of the multi-group report, in mm, as the readers' tests established.
     multi = by_file["sr_document_with_multiple_groups.dcm"]
-    assert (multi.status, multi.new) == ("imported", 2)
-    assert sorted(r["props"]["long_axis_mm"] for r in lesions(empty_graph)) == [10.0, 20.0]
+    # Its 20 mm group measures the aorta, normal anatomy: skipped with its reason, counted.
+    assert (multi.status, multi.new) == ("imported", 1)
+    assert sorted(r["props"]["long_axis_mm"] for r in lesions(empty_graph)) == [10.0]
+    assert summary.rejected_by_reason["finding: normal anatomy, not a lesion"] == 1
     # Its other groups (volume, mean HU, 3-D point, ...) are skipped with their reasons, counted.
     assert multi.problems and summary.rejected >= len(multi.problems)
     reasons = {name: " ".join(p.reason for p in r.problems) for name, r in by_file.items()}
@@ -197,7 +199,7 @@ def test_real_dicom_folder(empty_graph, dicom_dir: Path, options: EtlOptions) ->
     assert by_file["sr_document.dcm"].status == "rejected"  # an area, no length
     assert by_file["ct_small.dcm"].status == "image"
     assert summary.images == 4  # ct_small and the three liver slices
-    assert summary.accepted == 2 and summary.rejected_files >= 5
+    assert summary.accepted == 1 and summary.rejected_files >= 5
     stored = lesions(empty_graph)
     for row in stored:
         props = row["props"]

@@ -217,3 +217,72 @@ def test_concurrent_imports_give_the_edges_of_a_serial_run(
     saved = LesionIndex.load(shared_index / "cues")
     lesions = {a for a, _ in concurrent}
     assert set(saved.ids) == lesions
+
+
+@pytest.mark.neo4j
+def test_interleaved_importers_catch_up_with_each_other(empty_graph, tmp_path: Path) -> None:
+    """Two importers opened before either writes (the worst interleaving of two processes): the
+    second sees the first's commit at its lock, reads its lesions and lists, and the graph ends
+    with the exact kNN edges; the shared saved index holds both's lesions."""
+    from lesionkg.etl.importer import Importer
+
+    write_synthetic_bookmarks(tmp_path / "export", patients=40, seed=13)
+    files = sorted((tmp_path / "export").glob("*.jsonl"))
+    patients = sorted({f.name.rsplit("-", 1)[0] for f in files})
+    first = [f for f in files if f.name.rsplit("-", 1)[0] in patients[::2]]
+    second = [f for f in files if f.name.rsplit("-", 1)[0] in patients[1::2]]
+    opts = EtlOptions(
+        allow_missing_images=True, secret_path=tmp_path / "key", index_dir=tmp_path / "i", k=K
+    )
+    with (
+        Importer(empty_graph, database=DATABASE, options=opts) as one,
+        Importer(empty_graph, database=DATABASE, options=opts) as two,
+    ):
+        one.import_files(first[: len(first) // 2])
+        two.import_files(second[: len(second) // 2])
+        one.import_files(first[len(first) // 2 :])
+        two.import_files(second[len(second) // 2 :])
+    assert edges(empty_graph) == exact_edges(empty_graph, other_patients=False)
+    saved = LesionIndex.load(tmp_path / "i" / "cues")
+    assert set(saved.ids) == {a for a, _ in edges(empty_graph)}
+
+
+def _add_and_save(prefix: str, first: int, count: int) -> None:
+    """One process: start from the saved index, add its own lesions, save merged."""
+    rng = np.random.default_rng(first)
+    index = LesionIndex.load(prefix)
+    ids = [f"L{i:05d}" for i in range(first, first + count)]
+    index.add(ids, rng.normal(size=(count, 6)).astype(np.float32))
+    index.save_merged(prefix)
+
+
+@pytest.mark.slow
+def test_concurrent_saves_merge_the_saved_index(tmp_path: Path) -> None:
+    """Four processes that each load, grow and save one index end with all their lesions."""
+    import multiprocessing
+
+    rng = np.random.default_rng(0)
+    base_ids = [f"L{i:05d}" for i in range(100)]
+    prefix = tmp_path / "cues"
+    base = LesionIndex.build(
+        "cues", base_ids, rng.normal(size=(100, 6)), metric="l2", producer_sha256="cues-v1"
+    )
+    base.save(prefix)
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_add_and_save, args=(str(prefix), 1000 * (w + 1), 50))
+        for w in range(4)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+        assert w.exitcode == 0
+    saved = LesionIndex.load(prefix)
+    expected = set(base_ids) | {
+        f"L{i:05d}" for w in range(4) for i in range(1000 * (w + 1), 1000 * (w + 1) + 50)
+    }
+    assert set(saved.ids) == expected
+    # The vectors came along: each lesion finds itself.
+    found, dist = saved.query(saved.vectors, 1)
+    assert (found[:, 0] == np.arange(saved.count)).all() and (dist[:, 0] < 1e-6).all()

@@ -50,3 +50,54 @@ def test_etl_dicomweb_imports_and_wrong_credentials_fail_once(
     result = runner.invoke(main, args)
     assert result.exit_code == 1
     assert "refused the credentials (HTTP 401)" in result.output
+
+
+@pytest.mark.neo4j
+def test_etl_listen_receives_a_pushed_study(empty_graph, cli_args, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import pydicom
+    from pynetdicom import AE
+
+    from lesionkg.db.server import free_port
+
+    study = write_pacs_cohort(tmp_path / "cohort", patients=1, studies=1, lesions=2)[0]
+    monkeypatch.setenv("LESIONKG_HOME", str(tmp_path / "home"))
+    port = free_port()
+    inbox = tmp_path / "inbox"
+    args = [
+        *cli_args,
+        "etl",
+        "--listen",
+        "--port",
+        str(port),
+        "--watch",
+        str(inbox),
+        "--max-entries",
+        "1",
+        "--poll-s",
+        "0.2",
+        "--quiet",
+        "--format",
+        "json",
+    ]
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(run=CliRunner().invoke(main, args)))
+    thread.start()
+    ae = AE(ae_title="TEST-SCU")
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2")  # CT Image Storage
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.88.34")  # Comprehensive 3D SR
+    deadline = time.monotonic() + 30
+    assoc = ae.associate("127.0.0.1", port, ae_title="LESIONKG")
+    while not assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.2)
+        assoc = ae.associate("127.0.0.1", port, ae_title="LESIONKG")
+    assert assoc.is_established
+    for path in [*study.ct, study.report]:
+        assert assoc.send_c_store(pydicom.dcmread(path)).Status == 0x0000
+    assoc.release()
+    thread.join(60)
+    run = result["run"]
+    assert run.exit_code == 0, run.output
+    assert json.loads(run.stdout.splitlines()[-1])["accepted"] == 2

@@ -13,7 +13,8 @@ from conftest import DATABASE
 from lesionkg.config.secret import load_or_create_secret
 from lesionkg.core.pseudonym import Pseudonymizer
 from lesionkg.db.schema import apply_schema, reset
-from lesionkg.etl.importer import EtlOptions, run_etl
+from lesionkg.etl.importer import run_etl
+from lesionkg.etl.options import EtlOptions
 from lesionkg.pacs import orthanc
 from lesionkg.pacs.client import PacsClient, PacsConnection, PacsRetry
 from lesionkg.pacs.cohort import StudyFiles, write_pacs_cohort

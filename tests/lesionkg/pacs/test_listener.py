@@ -19,7 +19,7 @@ from pynetdicom.sop_class import (
 )
 
 from lesionkg.db.server import free_port
-from lesionkg.etl.importer import EtlOptions
+from lesionkg.etl.options import EtlOptions
 from lesionkg.pacs.cohort import write_pacs_cohort
 from lesionkg.pacs.listener import REFUSED_SOP_CLASS, StorageListener, listen
 from lesionkg.synthetic.dicom import write_synthetic_ct
