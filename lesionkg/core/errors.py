@@ -26,7 +26,8 @@ class DatabaseError(LesionKGError):
 
 
 class DatabaseUnavailableError(DatabaseError):
-    """Neo4j is unreachable, restarting or briefly busy: the same work may succeed if tried again."""
+    """Neo4j is unreachable, restarting or briefly busy: the same work may succeed if tried
+    again."""
 
 
 class QueryError(LesionKGError):

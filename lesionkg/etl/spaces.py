@@ -327,17 +327,27 @@ class Spaces:
             if not members:
                 continue
             pending = self._compute(state, members)
-            rows = self._rows(state, pending)
-            sources = pending.new_ids + [state.index.ids[r] for r in pending.changed_rows]
+            rows = self._rows(state, pending)[: pending.edges]
             run_in(
                 tx,
                 "graph/write_similar",
-                sources=sources,
+                sources=pending.new_ids,
                 rows=rows,
                 space=name,
                 producer=state.producer,
             )
-            similar[name] = (pending.new_ids, rows[: pending.edges])
+            if len(pending.changed_rows):
+                dropped, moved, added = self._changes(state, pending)
+                run_in(
+                    tx,
+                    "graph/update_similar",
+                    dropped=dropped,
+                    moved=moved,
+                    added=added,
+                    space=name,
+                    producer=state.producer,
+                )
+            similar[name] = (pending.new_ids, rows)
             old_votes = self._old_votes(state, pending)
             if old_votes:
                 run_in(tx, "graph/update_similar_types", rows=old_votes, space=name)
@@ -443,7 +453,8 @@ class Spaces:
 
     @staticmethod
     def _rows(state: SpaceIndex, pending: Pending) -> list[dict[str, Any]]:
-        """``graph/write_similar`` rows: the newcomers' edges first, then the changed lists'."""
+        """``graph/write_similar`` rows: the newcomers' edges first, then the changed lists'
+        (whole)."""
         names = [*state.index.ids, *pending.new_ids]
         sources = [*pending.new_ids, *(state.index.ids[r] for r in pending.changed_rows)]
         pos = np.concatenate([pending.new_pos, pending.changed_pos])
@@ -460,6 +471,39 @@ class Spaces:
                 strict=True,
             )
         )
+
+    @staticmethod
+    def _changes(
+        state: SpaceIndex, pending: Pending
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        """``graph/update_similar``'s rows: what changed in the older lists, against the lists
+        the graph holds (the in-memory ones, of the generation locked)."""
+        names = [*state.index.ids, *pending.new_ids]
+        dropped: list[dict[str, Any]] = []
+        moved: list[dict[str, Any]] = []
+        added: list[dict[str, Any]] = []
+        before_rows = state.lists.pos[pending.changed_rows].tolist()
+        after_rows = pending.changed_pos.tolist()
+        after_dist = pending.changed_dist.tolist()
+        for row, old, new, dist in zip(
+            pending.changed_rows.tolist(), before_rows, after_rows, after_dist, strict=True
+        ):
+            source = state.index.ids[row]
+            before = {p: rank for rank, p in enumerate(old, start=1) if p >= 0}
+            after = {
+                p: (rank, d)
+                for rank, (p, d) in enumerate(zip(new, dist, strict=True), start=1)
+                if p >= 0
+            }
+            dropped.extend({"source": source, "target": names[p]} for p in before if p not in after)
+            for p, (rank, d) in after.items():
+                if p not in before:
+                    added.append(
+                        {"source": source, "target": names[p], "distance": d, "rank": rank}
+                    )
+                elif before[p] != rank:
+                    moved.append({"source": source, "target": names[p], "rank": rank})
+        return dropped, moved, added
 
     @staticmethod
     def _old_votes(state: SpaceIndex, pending: Pending) -> list[dict[str, Any]]:
