@@ -108,11 +108,15 @@ def schema_statements() -> tuple[str, ...]:
     return tuple(split_statements((_root() / "schema.cypher").read_text(encoding="utf-8")))
 
 
+class _TooBig(ValueError):
+    """An integer beyond 64 bits."""
+
+
 def _int64(raw: str) -> int:
     """``raw`` as an integer Neo4j can store (64-bit signed); ValueError otherwise."""
     value = int(raw)
     if not -INT64_MAX - 1 <= value <= INT64_MAX:
-        raise ValueError
+        raise _TooBig
     return value
 
 
@@ -141,12 +145,15 @@ def convert_param(param: Param, raw: str) -> Any:
                 return [_int64(v) for v in raw.split(",")]
             case "LIST<STRING>":
                 return [v.strip() for v in raw.split(",")]
+    except _TooBig:
+        raise QueryError(
+            f"parameter {param.name}: expected {param.type}, got an integer beyond 64 bits "
+            "(Neo4j's integers are 64-bit signed)"
+        ) from None
     except ValueError:
         pass
     shown = raw if len(raw) <= 80 else raw[:77] + "..."
-    raise QueryError(
-        f"parameter {param.name}: expected {param.type} (integers within 64 bits), got {shown!r}"
-    )
+    raise QueryError(f"parameter {param.name}: expected {param.type}, got {shown!r}")
 
 
 def _json_depth(text: str) -> int:

@@ -317,8 +317,9 @@ def _conflict_problems(
                 source,
                 line_of.get(change.node_id),
                 CONFLICT_COLUMNS[change.field],
-                f"{change.label} {change.node_id} is in the graph with {change.field} "
-                f"{change.old!r}, the file gives {change.new!r} (--update applies it)",
+                f"changes a known value: {change.label} {change.node_id} is in the graph with "
+                f"{change.field} {change.old!r}, the file gives {change.new!r} (--update "
+                "applies it)",
             )
         )
     return problems

@@ -307,9 +307,9 @@ def _refuse(exc: ConflictError, merged: PreparedFile, owner: dict[str, FileRepor
                     report.file,
                     None,
                     change.field,
-                    f"{change.label} {change.node_id} is in the graph with {change.field} "
-                    f"{change.old!r}, this file gives {change.new!r}; nothing of the file was "
-                    "written (--update applies it)",
+                    f"changes a known value: {change.label} {change.node_id} is in the graph "
+                    f"with {change.field} {change.old!r}, this file gives {change.new!r}; "
+                    "nothing of the file was written (--update applies it)",
                 )
             )
             refused.add(key)

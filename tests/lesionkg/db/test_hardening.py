@@ -23,7 +23,7 @@ HUGE = "12345678901234567890123"
 
 @pytest.mark.parametrize("ptype", ["INTEGER", "LIST<INTEGER>"])
 def test_integer_params_beyond_64_bits_are_refused_by_name(ptype: str) -> None:
-    with pytest.raises(QueryError, match=r"parameter n: expected .*64 bits"):
+    with pytest.raises(QueryError, match=r"parameter n: expected .*beyond 64 bits"):
         convert_param(Param("n", ptype, None, ""), HUGE if ptype == "INTEGER" else f"1,{HUGE}")
     assert convert_param(Param("n", "INTEGER", None, ""), str(2**63 - 1)) == 2**63 - 1
     assert convert_param(Param("n", "INTEGER", None, ""), str(-(2**63))) == -(2**63)

@@ -23,7 +23,7 @@ from lesionkg.synthetic.bookmarks import write_synthetic_bookmarks
 DATABASE = "neo4j"
 K = 5
 #: the share of a full re-link's SIMILAR_TO pairs that the incremental graph must hold: the
-#: index is approximate, though at a few hundred lesions it is exact (measured 1.0)
+#: index is approximate (measured 1.0, and 0.9996 in a run where link's index missed one pair)
 MIN_OVERLAP = 0.99
 
 
@@ -131,8 +131,24 @@ def test_ten_imports_give_the_edges_of_a_full_link(
     relinked, relinked_types = edges(empty_graph), predicted(empty_graph)
     overlap = len(set(incremental) & set(relinked)) / len(relinked)
     assert overlap >= MIN_OVERLAP
-    assert incremental == relinked
-    assert incremental_types == relinked_types
+    # Where link's approximate search found the exact lists (almost everywhere; hnswlib's build
+    # is multi-threaded, so which lesion it misses, if any, varies), the lists and the predicted
+    # types are the same, ranks included.
+    lists_of: dict[str, dict] = {}
+    for (a, b), rank in relinked.items():
+        lists_of.setdefault(a, {})[b] = rank
+    exact_lists: dict[str, dict] = {}
+    for (a, b), rank in exact.items():
+        exact_lists.setdefault(a, {})[b] = rank
+    agree = {a for a, found in lists_of.items() if found == exact_lists.get(a)}
+    assert len(agree) >= MIN_OVERLAP * len(exact_lists)
+    assert {e: r for e, r in incremental.items() if e[0] in agree} == {
+        e: r for e, r in relinked.items() if e[0] in agree
+    }
+    # A vote reads only its lesion's own list.
+    same_votes = [lid for lid in incremental_types if lid in agree]
+    assert all(incremental_types[lid] == relinked_types[lid] for lid in same_votes)
+    assert len(same_votes) >= MIN_OVERLAP * len(incremental_types)
     assert any(t is not None for t in incremental_types.values())
 
 
