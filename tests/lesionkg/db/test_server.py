@@ -101,7 +101,7 @@ def test_docker_compose_file_is_safe_and_pinned():
     # the password comes from the environment and has no default
     assert re.fullmatch(r"neo4j/\$\{NEO4J_PASSWORD:\?[^}]*\}", neo4j["environment"]["NEO4J_AUTH"])
     assert {v.split(":")[1] for v in neo4j["volumes"]} == {"/data", "/logs"}
-    assert set(compose["volumes"]) == {"neo4j-data", "neo4j-logs"}
+    assert set(compose["volumes"]) == {"neo4j-data", "neo4j-logs", "orthanc-storage"}
     assert "heap" in " ".join(neo4j["environment"]) and "pagecache" in " ".join(
         neo4j["environment"]
     )
@@ -121,6 +121,11 @@ def test_docker_compose_file_is_safe_and_pinned():
     )
     nginx = compose["configs"]["guide-nginx"]["content"]
     assert "Access-Control-Allow-Origin" in nginx and "cache-control, pragma" in nginx
+    # the PACS: authentication on with a password that has no default, DICOMweb enabled
+    orthanc = compose["services"]["orthanc"]["environment"]
+    assert orthanc["ORTHANC__AUTHENTICATION_ENABLED"] == "true"
+    assert re.search(r"\$\{ORTHANC_PASSWORD:\?[^}]*\}", orthanc["ORTHANC__REGISTERED_USERS"])
+    assert orthanc["DICOM_WEB_PLUGIN_ENABLED"] == "true"
 
 
 def _compose_command() -> list[str] | None:
