@@ -243,7 +243,7 @@ def build_demo(
             f"in {out}"
         )
     else:
-        csv_path = data
+        csv_path = Path(data)
     summary = load_deeplesion(driver, csv_path, database=database, images=images, progress=progress)
     lines.append(summary.describe())
     queries = list(DEMO_QUERIES)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -317,7 +318,11 @@ def test_follow_up_first_then_baseline_renumbers_studies(
     rows = lesions(empty_graph)
     assert [r["study_index"] for r in rows] == [1, 2]
     assert [r["props"]["study_index"] for r in rows] == [1, 2]
-    assert rows[0]["study_datetime"].startswith("2024-03-01")
+    # Stored dates are shifted per patient (never the real ones); the interval is kept exactly:
+    # baseline 2024-03-01, follow-up 2024-06-15, 106 days apart.
+    first, second = (datetime.fromisoformat(r["study_datetime"]) for r in rows)
+    assert not rows[0]["study_datetime"].startswith("2024-03-01")
+    assert (second.date() - first.date()).days == 106
     assert rows[0]["props"]["track_id"] == rows[1]["props"]["track_id"]
 
 
