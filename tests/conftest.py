@@ -83,6 +83,16 @@ def val_csv() -> Path:
     return VAL_CSV
 
 
+@pytest.fixture(autouse=True)
+def _image_store(tmp_path_factory, monkeypatch) -> None:
+    """Key slices that imports store (``lesionkg.etl.image_store``) go to the session's temporary
+    folder unless a test names a store, never to ``~/.lesionkg/images``."""
+    import lesionkg.etl.preparation as preparation
+
+    store = tmp_path_factory.getbasetemp() / "image_store"
+    monkeypatch.setattr(preparation, "image_store_dir", lambda: store)
+
+
 @pytest.fixture(scope="session")
 def train_csv() -> Path:
     if not TRAIN_CSV.is_file():

@@ -6,9 +6,17 @@ from pathlib import Path
 
 import click
 
-from lesionkg.cli.options import FORMAT, QUIET, connected, device_option, neighbours_option
+from lesionkg.cli.options import (
+    FORMAT,
+    LIMIT,
+    QUIET,
+    connected,
+    device_option,
+    neighbours_option,
+)
 from lesionkg.cli.output import emit
 from lesionkg.core.errors import LesionKGError
+from lesionkg.core.limits import InputLimits
 
 
 @click.command(name="etl")
@@ -89,11 +97,19 @@ from lesionkg.core.errors import LesionKGError
     help="Where the HNSW indexes are kept [default: $LESIONKG_HOME/index/DATABASE].",
 )
 @click.option(
+    "--image-store",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where the key slices read are kept for the explorer, pixels only, by lesion id "
+    "[default: $LESIONKG_HOME/images].",
+)
+@click.option(
     "--update",
     is_flag=True,
     help="Apply a re-import's changed values (type, location, window, series; sex, age) and "
     "report them per field [default: refuse the file, naming field and both values].",
 )
+@LIMIT
 @device_option("cpu")
 @FORMAT
 @QUIET
@@ -114,8 +130,10 @@ def etl_cmd(
     secret_path: Path | None,
     k: int,
     index_dir: Path | None,
+    image_store: Path | None,
     device: str,
     update: bool,
+    limits: InputLimits,
     fmt: str,
     quiet: bool,
 ) -> None:
@@ -135,8 +153,10 @@ def etl_cmd(
         secret_path=secret_path,
         k=k,
         index_dir=index_dir,
+        image_store=image_store,
         device=device,
         update=update,
+        limits=limits,
     )
     if dicomweb is not None or listen:
         from lesionkg.cli import pacs

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from lesionkg.cli.options import FORMAT, QUIET, Group, with_driver
+from lesionkg.cli.options import FORMAT, LIMIT, QUIET, Group, with_driver
 from lesionkg.cli.output import emit
 
 if TYPE_CHECKING:
+    from lesionkg.core.limits import InputLimits
     from lesionkg.db.driver import Driver
 
 
@@ -64,6 +65,7 @@ def load_group() -> None:
     help="Apply rows that change a known type, sex or age, and report them per field "
     "[default: refuse the file, naming field and both values].",
 )
+@LIMIT
 @FORMAT
 @QUIET
 @with_driver
@@ -76,6 +78,7 @@ def load_deeplesion_cmd(
     batch_size: int,
     writers: int,
     update: bool,
+    limits: InputLimits,
     fmt: str,
     quiet: bool,
     *,
@@ -97,5 +100,6 @@ def load_deeplesion_cmd(
         writers=writers,
         update=update,
         progress=not quiet,
+        limits=limits,
     )
     emit(summary, fmt)

@@ -13,6 +13,7 @@ import click
 
 from lesionkg.config.settings import resolve_settings
 from lesionkg.core.errors import LesionKGError
+from lesionkg.core.limits import DEFAULT_LIMITS, InputLimits, limit_names
 
 if TYPE_CHECKING:
     from lesionkg.db.driver import Driver
@@ -115,6 +116,36 @@ def device_option(default: str) -> Callable[[F], F]:
 
 
 DEVICE = device_option("auto")
+
+
+def _parse_limits(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> InputLimits:
+    """``--limit NAME=VALUE`` settings applied to the default limits; a bad name or value is a
+    usage error (exit 2) that lists the valid names."""
+    names = ", ".join(limit_names())
+    settings: dict[str, str] = {}
+    for text in values:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{text!r} is not NAME=VALUE; names: {names}", ctx, param)
+        settings[name.strip()] = value.strip()
+    try:
+        return DEFAULT_LIMITS.with_overrides(settings)
+    except ValueError as exc:
+        message = str(exc) if "known:" in str(exc) else f"{exc}; names: {names}"
+        raise click.BadParameter(message, ctx, param) from None
+
+
+LIMIT = click.option(
+    "--limit",
+    "limits",
+    multiple=True,
+    metavar="NAME=VALUE",
+    callback=_parse_limits,
+    help="Change a limit on input (repeatable), e.g. json_depth=128, image_pixels=67108864, "
+    "earliest_date=1950-01-01; names and defaults in docs/input-limits.md.",
+)
 
 
 def neighbours_option(maximum: int, default: int) -> Callable[[F], F]:

@@ -24,6 +24,12 @@ IMAGES_ENV = "LESIONKG_IMAGES"
     help=f"Folder of DeepLesion key-slice PNGs (repeatable) [env {IMAGES_ENV}, ':'-separated].",
 )
 @click.option(
+    "--image-store",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The key slices `lesionkg etl` stored, by lesion id [default: $LESIONKG_HOME/images].",
+)
+@click.option(
     "--token-file",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     default=None,
@@ -55,6 +61,7 @@ def serve(
     host: str,
     port: int,
     images: tuple[Path, ...],
+    image_store: Path | None,
     token_file: Path | None,
     cache_dir: Path | None,
     max_rows: int,
@@ -63,6 +70,7 @@ def serve(
     """Open the lesion explorer: overview, patients, lesions, Cypher console, JSON API."""
     import uvicorn
 
+    from lesionkg.config.paths import image_store_dir
     from lesionkg.web.access import check_bind, read_token
     from lesionkg.web.app import create_app
     from lesionkg.web.state import ExplorerConfig, default_cache_dir
@@ -75,6 +83,7 @@ def serve(
     config = ExplorerConfig(
         settings=settings,
         images=images,
+        image_store=image_store or image_store_dir(),
         cache_dir=cache_dir or default_cache_dir(),
         token=token,
         max_rows=max_rows,

@@ -1,4 +1,5 @@
-"""Where LesionKG keeps its files: the local server's data directory and the jar cache."""
+"""Where LesionKG keeps its files: the local server's data directory, the image store and the
+jar cache."""
 
 from __future__ import annotations
 
@@ -16,3 +17,9 @@ def cache_dir() -> Path:
     """Where the Neo4j jars fetched from Maven Central are cached, shared by every instance."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "lesionkg"
+
+
+def image_store_dir() -> Path:
+    """The key slices the ETL read, as pixels only, one PNG per lesion id:
+    ``$LESIONKG_HOME/images`` or ``~/.lesionkg/images`` (beside the local server's folder)."""
+    return default_data_dir().parent / "images"

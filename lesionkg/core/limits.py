@@ -151,24 +151,34 @@ class InputLimits:
     def with_overrides(self, settings: dict[str, str]) -> InputLimits:
         """A copy with ``name=value`` settings applied (e.g. from ``--limit json_depth=128``).
 
-        Raises ValueError naming the setting when a name is unknown or a value does not parse.
+        Raises ValueError naming the setting when a name is unknown or a value does not parse
+        (a number must not be negative or NaN).
         """
-        known = {f.name: f for f in fields(self)}
+        known = limit_names()
         changes: dict[str, object] = {}
         for name, text in settings.items():
-            if name not in known or name == "today":
+            if name not in known:
                 raise ValueError(f"unknown input limit {name!r}; known: {', '.join(known)}")
             current = getattr(self, name)
             try:
+                value: object
                 if isinstance(current, date):
-                    changes[name] = date.fromisoformat(text)
+                    value = date.fromisoformat(text)
                 elif isinstance(current, int):
-                    changes[name] = int(text)
+                    value = int(text)
                 else:
-                    changes[name] = float(text)
+                    value = float(text)
+                if isinstance(value, int | float) and not value >= 0:
+                    raise ValueError(text)
+                changes[name] = value
             except ValueError:
                 raise ValueError(f"input limit {name}: {text!r} is not a valid value") from None
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def limit_names() -> tuple[str, ...]:
+    """The names :meth:`InputLimits.with_overrides` accepts (every setting but ``today``)."""
+    return tuple(f.name for f in fields(InputLimits) if f.name != "today")
 
 
 def _points(points: tuple[float, ...]) -> str:

@@ -17,12 +17,17 @@ from pathlib import Path
 from tqdm import tqdm
 
 from lesionkg.core.errors import InvalidInputError, LesionKGError, Problem
-from lesionkg.core.limits import INT64_MAX
+from lesionkg.core.limits import DEFAULT_LIMITS, INT64_MAX, InputLimits
 from lesionkg.core.records import LesionRecord
 from lesionkg.db.driver import Driver, run_statement
 from lesionkg.db.schema import NODE_LABELS, apply_schema
 from lesionkg.db.writes import Change, WriteCounts, conflict_rows, write_lesions
-from lesionkg.loaders.deeplesion import RejectedRow, parse_dl_info, write_rejects
+from lesionkg.loaders.deeplesion import (
+    RejectedRow,
+    parse_dl_info,
+    refuse_rejects_path,
+    write_rejects,
+)
 from lesionkg.loaders.images import find_key_slice
 
 DEFAULT_BATCH = 5000
@@ -134,6 +139,7 @@ def load_deeplesion(
     writers: int = DEFAULT_WRITERS,
     update: bool = False,
     progress: bool = True,
+    limits: InputLimits = DEFAULT_LIMITS,
 ) -> LoadSummary:
     """Load a DeepLesion ``DL_info.csv`` into the graph, streaming, in UNWIND batches.
 
@@ -150,6 +156,9 @@ def load_deeplesion(
     (:class:`InvalidInputError` naming line, column and both values; nothing written), or with
     ``update`` written and counted per field in ``summary.updated``. Each write transaction
     checks again (:class:`~lesionkg.db.writes.ConflictError`), for a concurrent load.
+
+    ``limits`` (``--limit NAME=VALUE``) are what the reader accepts. A rejects file that is the
+    input under any name is refused (rule ``output_is_input``) before anything is read or written.
     """
     csv_path = Path(csv_path)
     if batch_size < 1 or writers < 1:
@@ -157,10 +166,22 @@ def load_deeplesion(
     images_root = Path(images) if images is not None else None
     if images_root is not None and not images_root.is_dir():
         raise LesionKGError(f"--images {images_root}: not a directory")
+    rejects_out = (
+        Path(rejects_path) if rejects_path else Path.cwd() / f"{csv_path.stem}.rejects.csv"
+    )
+    refuse_rejects_path(rejects_out, [csv_path])
     summary = LoadSummary(source=str(csv_path), dataset=dataset or dataset_of(csv_path))
     started = time.perf_counter()
 
-    total = _validate(csv_path, progress, driver, database, strict=not skip_invalid, update=update)
+    total = _validate(
+        csv_path,
+        progress,
+        driver,
+        database,
+        strict=not skip_invalid,
+        update=update,
+        limits=limits,
+    )
 
     apply_schema(driver, database)
     rejected: list[RejectedRow] = []
@@ -172,7 +193,7 @@ def load_deeplesion(
 
     def records() -> Iterator[LesionRecord]:
         try:
-            for item in parse_dl_info(csv_path):
+            for item in parse_dl_info(csv_path, limits=limits):
                 summary.rows += 1
                 if isinstance(item, RejectedRow):
                     rejected.append(item)
@@ -223,9 +244,8 @@ def load_deeplesion(
 
     summary.rejected = len(rejected)
     if rejected:
-        out = Path(rejects_path) if rejects_path else Path.cwd() / f"{csv_path.stem}.rejects.csv"
-        write_rejects(out, rejected)
-        summary.rejects_file = str(out)
+        write_rejects(rejects_out, rejected)
+        summary.rejects_file = str(rejects_out)
     summary.created = dict(counts.created)
     for change in counts.changes:
         summary.updated[change.field] = summary.updated.get(change.field, 0) + 1
@@ -333,6 +353,7 @@ def _validate(
     *,
     strict: bool = True,
     update: bool = False,
+    limits: InputLimits = DEFAULT_LIMITS,
 ) -> int:
     """Parse the whole file once before anything is written; raise with every problem, else
     return the row count.
@@ -350,7 +371,7 @@ def _validate(
         chunk.clear()
 
     with _bar("validating", None, progress) as bar:
-        for item in parse_dl_info(csv_path):
+        for item in parse_dl_info(csv_path, limits=limits):
             rows += 1
             if isinstance(item, RejectedRow):
                 if strict:

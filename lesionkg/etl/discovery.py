@@ -9,6 +9,7 @@ from pathlib import Path
 from lesionkg.core.errors import InvalidInputError, Problem
 from lesionkg.etl.bulk import marks_synthetic
 from lesionkg.loaders.aim import looks_like_aim_json, looks_like_aim_sr, looks_like_aim_xml
+from lesionkg.loaders.guards import regular_file_refusal
 
 #: dataset label of PACS bookmarks (DeepLesion rows keep "DeepLesion"; generated data "synthetic")
 PACS_DATASET = "PACS"
@@ -68,6 +69,8 @@ def input_files(paths: Iterable[str | Path]) -> list[Path]:
             )
         elif path.is_file():
             files.append(path)
+        elif refusal := regular_file_refusal(path):
+            missing.append(Problem(str(path), None, None, refusal.reason, refusal.rule))
         else:
             missing.append(Problem(str(path), None, None, "no such file or folder"))
     if missing:

@@ -333,7 +333,9 @@ def run_etl(
     options = options or EtlOptions()
     started = time.perf_counter()
     files = input_files(paths)
-    ct = index_ct_images([*(p for p in files if file_kind(p) == "dicom"), *options.images])
+    ct = index_ct_images(
+        [*(p for p in files if file_kind(p) == "dicom"), *options.images], limits=options.limits
+    )
     summary = EtlSummary()
     bar = tqdm(total=len(files), desc="etl", unit="file", disable=not progress, file=sys.stderr)
     with Importer(driver, database=database, options=options) as importer:

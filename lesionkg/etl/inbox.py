@@ -134,7 +134,9 @@ def process_entry(importer: Importer, entry: Path, options: EtlOptions) -> list[
     """Import every file of one inbox entry; raises :class:`DatabaseError` when Neo4j stays
     unreachable (the entry then stays where it is)."""
     files = input_files([entry])
-    ct = index_ct_images([*(f for f in files if file_kind(f) == "dicom"), *options.images])
+    ct = index_ct_images(
+        [*(f for f in files if file_kind(f) == "dicom"), *options.images], limits=options.limits
+    )
     return importer.import_files(files, ct)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lesionkg.core.limits import DEFAULT_LIMITS, InputLimits
 from lesionkg.core.matching import MatchConfig
 from lesionkg.db.retry import RetryPolicy
 
@@ -18,7 +19,10 @@ class EtlOptions:
     regression model (gives z of lesions without a location); ``secret_path``: the
     pseudonymisation key file (default ``$LESIONKG_HOME/pseudonym.key``, created when missing);
     ``k``: SIMILAR_TO edges per new lesion and space; ``index_dir``: where the hnswlib indexes
-    live (default ``$LESIONKG_HOME/index/DATABASE``, shared with ``lesionkg link``).
+    live (default ``$LESIONKG_HOME/index/DATABASE``, shared with ``lesionkg link``);
+    ``limits``: what the readers accept (``--limit NAME=VALUE``, ``docs/input-limits.md``).
+    ``image_store``: where the key slices read are kept as pixel-only PNGs by lesion id, for the
+    explorer (default ``$LESIONKG_HOME/images``, :mod:`lesionkg.etl.image_store`).
     """
 
     allow_missing_images: bool = False
@@ -28,6 +32,7 @@ class EtlOptions:
     secret_path: Path | None = None
     k: int = 10
     index_dir: Path | None = None
+    image_store: Path | None = None
     device: str = "cpu"
     #: apply a re-import's changed values (type, location, window, series; sex, age) instead of
     #: refusing its file
@@ -36,3 +41,5 @@ class EtlOptions:
     batch_bookmarks: int = 500
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     matching: MatchConfig = field(default_factory=MatchConfig)
+    #: limits on hostile input and plausibility bounds, passed to every reader
+    limits: InputLimits = DEFAULT_LIMITS

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from lesionkg.config.paths import image_store_dir
 from lesionkg.core import cues
 from lesionkg.core.body import relative_xy
 from lesionkg.core.errors import InvalidInputError, ModelError, Problem
@@ -24,6 +25,7 @@ from lesionkg.core.records import COARSE_TYPES, Bookmark, ImageRef, LesionRecord
 from lesionkg.db.writes import lesion_props
 from lesionkg.etl.bulk import dataset_of
 from lesionkg.etl.discovery import dicom_kind, file_kind, pacs_dataset_of
+from lesionkg.etl.image_store import store_key_slice
 from lesionkg.etl.imaging import KeySlices, Models
 from lesionkg.etl.options import EtlOptions
 from lesionkg.etl.report import FileReport
@@ -179,25 +181,35 @@ def prepare_file(
                 ]
             )
         images = KeySlices(ct)
+        store = options.image_store or image_store_dir()
         if kind == "jsonl":
             from lesionkg.loaders.jsonl import read_jsonl_bookmarks
 
             bookmarks = read_jsonl_bookmarks(
-                path, allow_missing_images=options.allow_missing_images
+                path, allow_missing_images=options.allow_missing_images, limits=options.limits
             )
             return _prepare_pacs(
-                bookmarks, pseudonymizer, images, models, kind, pacs_dataset_of(path)
+                bookmarks, pseudonymizer, images, models, kind, pacs_dataset_of(path), store
             )
         if kind == "aim" or (kind == "dicom" and dicom_kind(path) == "aim-sr"):
-            return _read_aim(path, ct, pseudonymizer, images, models, options)
+            return _read_aim(path, ct, pseudonymizer, images, models, options, store)
         if kind == "dicom":
             from lesionkg.loaders.dicom_sr import read_measurement_report
 
             result = read_measurement_report(
-                path, ct, allow_missing_images=options.allow_missing_images
+                path,
+                ct,
+                allow_missing_images=options.allow_missing_images,
+                limits=options.limits,
             )
             prepared = _prepare_pacs(
-                result.bookmarks, pseudonymizer, images, models, "dicom-sr", pacs_dataset_of(path)
+                result.bookmarks,
+                pseudonymizer,
+                images,
+                models,
+                "dicom-sr",
+                pacs_dataset_of(path),
+                store,
             )
             prepared.skipped = list(result.skipped) + prepared.skipped
             return prepared
@@ -213,6 +225,7 @@ def _read_aim(
     images: KeySlices,
     models: Models,
     options: EtlOptions,
+    store: Path,
 ) -> PreparedFile:
     """An AIM file (v3/v4 XML, ePAD JSON, AIM SR) through the AIM reader, like an SR report:
     an annotation whose image is not among the CT inputs is skipped with its reason unless
@@ -220,13 +233,17 @@ def _read_aim(
     AIM SR twin give the same lesion)."""
     from lesionkg.loaders.aim import read_aim
 
-    result = read_aim(path, ct, require_images=not options.allow_missing_images)
+    result = read_aim(
+        path, ct, require_images=not options.allow_missing_images, limits=options.limits
+    )
     bookmarks = [
         replace(bookmark, measurement_uid=f"aim:{annotation.uid}") if annotation.uid else bookmark
         for bookmark, annotation in zip(result.bookmarks, result.annotations, strict=True)
     ]
     kind = _AIM_KINDS.get(result.format, "aim-sr")
-    prepared = _prepare_pacs(bookmarks, pseudonymizer, images, models, kind, pacs_dataset_of(path))
+    prepared = _prepare_pacs(
+        bookmarks, pseudonymizer, images, models, kind, pacs_dataset_of(path), store
+    )
     prepared.skipped = list(result.skipped) + prepared.skipped
     return prepared
 
@@ -236,7 +253,7 @@ def _read_deeplesion(path: Path, options: EtlOptions, models: Models) -> Prepare
 
     records: list[LesionRecord] = []
     problems: list[Problem] = []
-    for item in parse_dl_info(path):
+    for item in parse_dl_info(path, limits=options.limits):
         if isinstance(item, RejectedRow):
             problems.extend(item.problems)
         else:
@@ -253,7 +270,11 @@ def _prepare_pacs(
     models: Models,
     kind: str,
     dataset: str,
+    store: Path,
 ) -> PreparedFile:
+    """The lesions of ``bookmarks``; the key slice of each one with an image goes into the image
+    ``store`` (pixels only, by lesion id: :mod:`lesionkg.etl.image_store`), before any
+    transaction."""
     prepared = PreparedFile(kind, dataset, [], True, {}, {})
     seen: dict[str, int] = {}
     # A report's lesions are often on one slice: read its stack (and neighbours) once per file.
@@ -292,6 +313,9 @@ def _prepare_pacs(
                 continue
             stack = found
         lesion.props["image_status"] = "found" if stack is not None else "missing"
+        if stack is not None:
+            store_key_slice(store, pb.lesion_id, stack[0][1])
+            lesion.props["image_stored"] = True
         if stack is not None and pb.long_axis_px is not None:
             hu, spacing = stack
             spacing = pb.pixel_spacing_mm or spacing

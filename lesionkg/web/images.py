@@ -1,7 +1,8 @@
 """Every lesion's picture: its key slice with the RECIST axes drawn, or else a body map.
 
 A key slice is found from what the graph says about the lesion (its DeepLesion ``file_name``
-under the configured image folders, else the ``image_path`` recorded at load time), never from a
+under the configured image folders, else the ``image_path`` recorded at load time), else by its id
+in the ETL's image store (``<lesion_id>.png``, :mod:`lesionkg.etl.image_store`), never from a
 URL. It is drawn in the lesion's own display window (the DICOM window of its series; DeepLesion's
 most common soft-tissue window when it has none), with the long axis, the short axis and the box.
 Rendered PNGs go to a disk cache keyed by lesion id, so a 16-bit slice is decoded once; a lesion
@@ -22,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lesionkg.core.errors import ModelError
+from lesionkg.etl.image_store import stored_slice_path
 from lesionkg.loaders.images import find_key_slice
 from lesionkg.model.transforms import read_hu_png
 
@@ -34,7 +36,7 @@ THUMB_PX = 128
 #: a thumbnail shows at least this many pixels of the slice around the lesion
 THUMB_MIN_FIELD_PX = 96
 #: bump when drawing changes, so that old cached renderings are not served
-RENDER_VERSION = "1"
+RENDER_VERSION = "2"
 LONG_AXIS_RGB = (255, 64, 64)
 SHORT_AXIS_RGB = (64, 200, 255)
 BOX_RGB = (255, 210, 0)
@@ -77,8 +79,14 @@ def window_of(src: dict[str, Any]) -> tuple[float, float]:
     return DEFAULT_WINDOW_HU
 
 
-def locate(src: dict[str, Any], roots: tuple[Path, ...]) -> Path | None:
-    """The key slice file of the lesion described by ``src`` (graph values only), or None."""
+def locate(
+    src: dict[str, Any],
+    roots: tuple[Path, ...],
+    store: Path | None = None,
+    lesion_id: str | None = None,
+) -> Path | None:
+    """The key slice file of the lesion described by ``src`` (graph values only), or None: its
+    DeepLesion file, the path recorded at load time, or its slice in the ETL's image ``store``."""
     file_name = src.get("file_name")
     if file_name:
         for root in roots:
@@ -90,6 +98,10 @@ def locate(src: dict[str, Any], roots: tuple[Path, ...]) -> Path | None:
         path = Path(str(recorded))
         if path.is_file():
             return path
+    if store is not None and lesion_id:
+        stored = stored_slice_path(store, lesion_id)
+        if stored is not None and stored.is_file():
+            return stored
     return None
 
 
@@ -145,18 +157,20 @@ def render(hu: np.ndarray, src: dict[str, Any], variant: Variant) -> Image.Image
 
 
 class PictureCache:
-    """Rendered key slices on disk, keyed by lesion id and the image folders.
+    """Rendered key slices on disk, keyed by lesion id, the image folders and the image store.
 
     ``lookup`` needs no database: a cached picture is served from its file alone. Lesion ids are
     derived from the measurement's content, so a cached rendering stays right for its id; the
     folders are part of the key because another folder may hold another image."""
 
-    def __init__(self, folder: Path, roots: tuple[Path, ...]) -> None:
-        key = hashlib.sha256(
-            "|".join([RENDER_VERSION, *(str(r.resolve()) for r in roots)]).encode()
-        ).hexdigest()[:12]
+    def __init__(self, folder: Path, roots: tuple[Path, ...], store: Path | None = None) -> None:
+        places = [*(str(r.resolve()) for r in roots)]
+        if store is not None:
+            places.append(f"store:{store.resolve()}")
+        key = hashlib.sha256("|".join([RENDER_VERSION, *places]).encode()).hexdigest()[:12]
         self.folder = folder / key
         self.roots = roots
+        self.store = store
 
     def path(self, lesion_id: str, variant: Variant, suffix: str) -> Path:
         digest = hashlib.sha256(lesion_id.encode("utf-8")).hexdigest()
@@ -180,7 +194,7 @@ class PictureCache:
 
     def create(self, lesion_id: str, variant: Variant, src: dict[str, Any]) -> Path:
         """Render (or draw the body map of) the lesion described by ``src`` and cache it."""
-        slice_path = locate(src, self.roots)
+        slice_path = locate(src, self.roots, self.store, lesion_id)
         if slice_path is not None:
             try:
                 hu = read_hu_png(slice_path)

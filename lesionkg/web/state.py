@@ -15,7 +15,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.requests import Request
 
 import lesionkg
-from lesionkg.config.paths import cache_dir
+from lesionkg.config.paths import cache_dir, image_store_dir
 from lesionkg.config.settings import Settings
 from lesionkg.core.errors import LesionKGError
 from lesionkg.db.guard import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S
@@ -34,10 +34,12 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True, slots=True)
 class ExplorerConfig:
-    """What ``lesionkg serve`` was given: the database, image folders, cache, token, limits."""
+    """What ``lesionkg serve`` was given: the database, image folders, the ETL's image store,
+    cache, token, limits."""
 
     settings: Settings
     images: tuple[Path, ...] = ()
+    image_store: Path | None = field(default_factory=image_store_dir)
     cache_dir: Path = field(default_factory=default_cache_dir)
     token: str | None = None
     max_rows: int = DEFAULT_MAX_ROWS
@@ -63,7 +65,7 @@ class Explorer:
     def __init__(self, config: ExplorerConfig) -> None:
         self.config = config
         self.database = config.settings.database
-        self.pictures = PictureCache(config.cache_dir, config.images)
+        self.pictures = PictureCache(config.cache_dir, config.images, config.image_store)
         self._driver: Driver | None = None
         self._lock = threading.Lock()
         self._memo: dict[str, tuple[float, Any]] = {}

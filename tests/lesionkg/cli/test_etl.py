@@ -38,3 +38,12 @@ def test_etl_reports_accepted_and_rejected(cli_args, empty_graph, dicom_dir, tmp
     assert "Error: " in result.stderr and "rejected" in result.stderr
     again = runner.invoke(main, args)
     assert json.loads(again.stdout.splitlines()[0])["duplicates"] == 1
+
+
+def test_etl_refuses_a_bad_limit_with_the_valid_names():
+    runner = CliRunner()
+    for setting in ("json_depht=8", "json_depth=deep", "json_depth"):
+        result = runner.invoke(main, ["etl", "x.jsonl", "--limit", setting])
+        assert result.exit_code == 2, result.output
+        assert "--limit" in result.output and "image_pixels, dicom_pixels" in result.output
+        assert "Traceback" not in result.output

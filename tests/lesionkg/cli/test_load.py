@@ -36,3 +36,12 @@ def test_load_db_init_reset_round(empty_graph, cli_args, deeplesion_dir):
     assert runner.invoke(main, [*cli_args, "db", "reset", "--yes"]).exit_code == 0
     stats = json.loads(runner.invoke(main, [*cli_args, "db", "stats", "--format", "json"]).output)
     assert stats["Lesion"] == 0
+
+
+def test_load_refuses_a_bad_limit_with_the_valid_names():
+    runner = CliRunner()
+    for setting in ("depth=8", "spacing_max_mm=nan", "earliest_date=someday"):
+        result = runner.invoke(main, ["load", "deeplesion", "x.csv", "--limit", setting])
+        assert result.exit_code == 2, result.output
+        assert "--limit" in result.output and "json_depth, xml_depth" in result.output
+        assert "Traceback" not in result.output
