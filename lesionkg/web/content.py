@@ -143,7 +143,9 @@ def lesion(explorer: Explorer, lesion_id: str) -> dict[str, Any]:
     if found is None:
         raise NotFound(f"no lesion {lesion_id!r} in the knowledge base")
     props = found["lesion"]
-    found["has_image"] = locate(props, explorer.config.images) is not None
+    found["has_image"] = (
+        locate(props, explorer.config.images, explorer.config.image_store, lesion_id) is not None
+    )
     found["display_window"] = window_of(props)
     found["properties"] = [
         {"name": k, "value": v, "unit": UNITS.get(k, "")}

@@ -145,6 +145,10 @@ def test_etl_stores_the_key_slice_and_the_explorer_shows_it(
         thumb = client.get(f"/image/{lesion_id}/thumb")
         assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png"
         assert _count(Image.open(io.BytesIO(thumb.content)).convert("RGB"), LONG_AXIS_RGB) > 0
+        # The lesion page shows the zoomable key slice, not the body map's caption.
+        page = client.get(f"/lesion/{lesion_id}")
+        assert page.status_code == 200
+        assert 'id="key-slice"' in page.text and "No key slice" not in page.text
     # Without the store the same lesion has only its body map.
     elsewhere = ExplorerConfig(
         settings=settings, image_store=tmp_path / "empty", cache_dir=tmp_path / "cache2"
@@ -152,3 +156,4 @@ def test_etl_stores_the_key_slice_and_the_explorer_shows_it(
     with TestClient(create_app(elsewhere)) as client:
         body_map = client.get(f"/image/{lesion_id}/full")
         assert body_map.headers["content-type"].startswith("image/svg+xml")
+        assert "No key slice" in client.get(f"/lesion/{lesion_id}").text
