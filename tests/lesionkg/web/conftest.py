@@ -172,8 +172,9 @@ def browser(tmp_path_factory):
 
 
 def _screenshot(browser, artifacts: Path, name: str, docs: str | None = None) -> Path:
-    """Save the whole page (the window grown to its height) as ``NAME.png``; ``docs``: also copy
-    it to docs/images/ under that name."""
+    """Save the whole page (the window grown to its height) as ``NAME.png``; ``docs``: with
+    LESIONKG_UPDATE_DOCS_IMAGES=1 also copy it to docs/images/ under that name (a test run never
+    changes tracked files unasked)."""
     height = browser.execute_script("return document.documentElement.scrollHeight")
     # The window's height holds the browser's own bars too: add them, so nothing is cut.
     browser.set_window_size(1400, min(max(int(height) + 140, 800), 5000))
@@ -181,7 +182,7 @@ def _screenshot(browser, artifacts: Path, name: str, docs: str | None = None) ->
     path = artifacts / f"{name}.png"
     browser.save_screenshot(str(path))
     browser.set_window_size(1400, 1000)
-    if docs is not None:
+    if docs is not None and os.environ.get("LESIONKG_UPDATE_DOCS_IMAGES"):
         DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, DOCS_IMAGES / docs)
     return path

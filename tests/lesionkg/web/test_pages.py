@@ -1,8 +1,8 @@
 """The explorer's pages in a real headless Chromium, against the real Neo4j holding the real
 validation split (with its 23 real key slices) and a SYNTHETIC tracked cohort.
 
-Each test saves a screenshot of its page; the overview, patient and lesion pages also go to
-docs/images/ for the README.
+Each test saves a screenshot of its page; with LESIONKG_UPDATE_DOCS_IMAGES=1 the overview,
+patient and lesion pages also go to docs/images/ for the README.
 """
 
 from __future__ import annotations
