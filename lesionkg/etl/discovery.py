@@ -53,6 +53,35 @@ def dicom_kind(path: Path) -> str:
     return "aim-sr" if looks_like_aim_sr(path) else "dicom-sr"
 
 
+#: SOP Class UIDs of structured reports (SR documents) begin with this; every other DICOM object
+#: in an export folder is an image or a non-report object the import does not use.
+SR_SOP_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+
+
+def other_image_kind(path: Path) -> str | None:
+    """What a DICOM file that is neither an SR document nor a CT image is ("MR image", "SEG
+    object"), so the import counts it as an image it does not use instead of a rejected report;
+    None for SR documents and CT images (the CT index reads those, and says why when it refuses
+    one), and for headers that cannot be read (the SR reader then names the problem)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(
+            path, stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"]
+        )
+    except (InvalidDicomError, OSError, ValueError, EOFError):
+        return None
+    sop_class = str(ds.get("SOPClassUID", ""))
+    modality = str(ds.get("Modality", "")).strip().upper()
+    if not sop_class or sop_class.startswith(SR_SOP_CLASS_PREFIX) or modality in ("CT", "SR"):
+        return None
+    noun = (
+        "image" if modality in ("MR", "PT", "NM", "US", "XA", "CR", "DX", "MG", "OT") else "object"
+    )
+    return f"{modality or 'DICOM'} {noun}"
+
+
 def input_files(paths: Iterable[str | Path]) -> list[Path]:
     """Every file of ``paths`` (folders walked recursively, sorted; hidden files skipped)."""
     files: list[Path] = []

@@ -24,7 +24,7 @@ from lesionkg.core.pseudonym import Pseudonymizer, PseudonymousBookmark
 from lesionkg.core.records import COARSE_TYPES, Bookmark, ImageRef, LesionRecord
 from lesionkg.db.writes import lesion_props
 from lesionkg.etl.bulk import dataset_of
-from lesionkg.etl.discovery import dicom_kind, file_kind, pacs_dataset_of
+from lesionkg.etl.discovery import dicom_kind, file_kind, other_image_kind, pacs_dataset_of
 from lesionkg.etl.image_store import store_key_slice
 from lesionkg.etl.imaging import KeySlices, Models
 from lesionkg.etl.options import EtlOptions
@@ -167,6 +167,9 @@ def prepare_file(
             return FileReport(source, kind, kind)
         if kind == "dicom" and path.resolve() in ct_paths:
             return FileReport(source, "ct", "image")
+        if kind == "dicom" and (other := other_image_kind(path)) is not None:
+            # MR, SEG, secondary capture ... beside the reports: counted as images, not used.
+            return FileReport(source, other, "image")
         if kind == "unknown":
             raise InvalidInputError(
                 [
