@@ -267,9 +267,11 @@ def test_nothing_identifying_comes_out(pseudonymizer):
     text = repr(out) + json.dumps(dataclasses.asdict(out))
     for secret_text in (PATIENT, STUDY, SERIES, SOP, TRACKING_UID, TRACKING_ID, IMAGE_PATH):
         assert secret_text not in text
-    # Nor any telling piece of them.
+    # Nor any telling piece of them, outside the keyed hashes: a random key's hex digits can
+    # spell "1942" by chance (1 run in a few hundred), which says nothing about the source.
+    unhashed = re.sub(r"\b[A-Z]{1,2}-[0-9a-f]{16}\b", "<id>", text)
     for piece in ("DOE", "JANE", "1942", "604688119", "31415926", "IM-0001", "export"):
-        assert piece.lower() not in text.lower()
+        assert piece.lower() not in unhashed.lower()
     assert {f.name for f in dataclasses.fields(PseudonymousBookmark)}.isdisjoint(
         {"source", "source_index", "image", "patient_key", "study_key", "series_key"}
     )
