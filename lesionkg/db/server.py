@@ -32,7 +32,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -44,6 +43,7 @@ from urllib.parse import urlsplit
 
 from lesionkg.config.instance import Instance, instance_file, read_instance, write_private
 from lesionkg.config.paths import cache_dir
+from lesionkg.config.process import pid_alive, read_pid, stop_process
 from lesionkg.core.errors import ServerError
 
 log = logging.getLogger(__name__)
@@ -231,29 +231,6 @@ def install_browser(cache: Path | None = None) -> Path:
         f"Neo4j Browser {BROWSER_VERSION}",
         [("org.neo4j.client", "neo4j-browser", BROWSER_VERSION)],
     )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours still "exists"; treat it as gone.
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-        return stat_line.split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _read_pid(data_dir: Path) -> int | None:
-    try:
-        pid = int(_pid_file(data_dir).read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if _pid_alive(pid) else None
 
 
 def _port_in_use(port: int) -> bool:
@@ -480,7 +457,7 @@ def start(
     """
     data_dir = Path(data_dir).resolve()
     instance = read_instance(data_dir)
-    pid = _read_pid(data_dir)
+    pid = read_pid(_pid_file(data_dir))
     # Already running (perhaps still starting): wait for it rather than start a second server.
     if (
         pid is not None
@@ -575,7 +552,7 @@ def _wait_for_bolt(
 ) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if (child is not None and child.poll() is not None) or not _pid_alive(pid):
+        if (child is not None and child.poll() is not None) or not pid_alive(pid):
             raise ServerError(
                 f"Neo4j exited during start-up; last log lines:\n{_log_tail(data_dir)}"
             )
@@ -600,33 +577,14 @@ def _log_tail(data_dir: Path, lines: int = 25) -> str:
 def stop(data_dir: Path, timeout_s: float = 60.0) -> bool:
     """Stop the instance of ``data_dir``; True if one was running."""
     data_dir = Path(data_dir).resolve()
-    pid = _read_pid(data_dir)
-    if pid is None:
-        _pid_file(data_dir).unlink(missing_ok=True)
-        return False
-    os.kill(pid, signal.SIGTERM)  # Neo4j checkpoints and shuts down cleanly on TERM
-    deadline = time.monotonic() + timeout_s
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        _reap(pid)
-        time.sleep(0.2)
-    if _pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
-        time.sleep(0.5)
-    _reap(pid)
-    _pid_file(data_dir).unlink(missing_ok=True)
-    return True
-
-
-def _reap(pid: int) -> None:
-    # If this process started the server, collect the exit status so no zombie is left behind.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    # Neo4j checkpoints and shuts down cleanly on TERM.
+    return stop_process(_pid_file(data_dir), timeout_s, poll_s=0.2, kill_grace_s=0.5)
 
 
 def status(data_dir: Path) -> ServerStatus:
     data_dir = Path(data_dir).resolve()
     instance = read_instance(data_dir)
-    pid = _read_pid(data_dir)
+    pid = read_pid(_pid_file(data_dir))
     running = pid is not None and instance is not None and _bolt_answers(instance)
     return ServerStatus(
         data_dir,

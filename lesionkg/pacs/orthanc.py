@@ -17,13 +17,11 @@ C-STORE and C-ECHO.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from pathlib import Path
 import requests
 
 from lesionkg.config.instance import write_private
+from lesionkg.config.process import pid_alive, read_pid, stop_process
 from lesionkg.db.server import free_port, new_password
 from lesionkg.pacs.errors import OrthancError
 
@@ -193,28 +192,6 @@ def _config(instance: OrthancInstance, plugin: Path) -> dict:
     }
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _read_pid(data_dir: Path) -> int | None:
-    try:
-        pid = int(_pid_file(data_dir).read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if _pid_alive(pid) else None
-
-
 def system_info(instance: OrthancInstance, timeout_s: float = 2.0) -> dict | None:
     """Orthanc's ``/system`` answer (version, AE title...), or None when it does not answer."""
     try:
@@ -250,7 +227,7 @@ def start(
     them (a port given explicitly replaces the stored one)."""
     data_dir = Path(data_dir).resolve()
     instance = read_orthanc_instance(data_dir)
-    pid = _read_pid(data_dir)
+    pid = read_pid(_pid_file(data_dir))
     if (
         pid is not None
         and instance is not None
@@ -325,7 +302,7 @@ def _wait_for_http(
 ) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if (child is not None and child.poll() is not None) or not _pid_alive(pid):
+        if (child is not None and child.poll() is not None) or not pid_alive(pid):
             raise OrthancError(
                 "Orthanc exited during start-up (a port taken?); last log lines:\n"
                 + _log_tail(data_dir)
@@ -339,32 +316,13 @@ def _wait_for_http(
 def stop(data_dir: Path, timeout_s: float = 30.0) -> bool:
     """Stop the Orthanc of ``data_dir``; True if one was running."""
     data_dir = Path(data_dir).resolve()
-    pid = _read_pid(data_dir)
-    if pid is None:
-        _pid_file(data_dir).unlink(missing_ok=True)
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        _reap(pid)
-        time.sleep(0.1)
-    if _pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
-        time.sleep(0.3)
-    _reap(pid)
-    _pid_file(data_dir).unlink(missing_ok=True)
-    return True
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    return stop_process(_pid_file(data_dir), timeout_s, poll_s=0.1, kill_grace_s=0.3)
 
 
 def status(data_dir: Path) -> OrthancStatus:
     data_dir = Path(data_dir).resolve()
     instance = read_orthanc_instance(data_dir)
-    pid = _read_pid(data_dir)
+    pid = read_pid(_pid_file(data_dir))
     info = system_info(instance) if (pid is not None and instance is not None) else None
     return OrthancStatus(
         data_dir,
