@@ -27,7 +27,7 @@ from lesionkg.loaders.aim_model import (
     AimImage,
     AimShape,
 )
-from lesionkg.loaders.ct import CTImage
+from lesionkg.loaders.ct import CTImage, not_among_inputs
 
 #: a stated length and the one recomputed from the image's spacing disagree when they differ by
 #: more than this fraction of the stated length and more than this many pixels (of the larger
@@ -265,11 +265,11 @@ class BookmarkBuilder:
         if image is None:
             if self.require_images:
                 missing = (
-                    "names no image"
+                    "the annotation names no image"
                     if uid is None
-                    else f"references image {uid}, which is not among the CT inputs"
+                    else not_among_inputs(self.ct_index, uid)
                 )
-                raise AnnotationSkipped(a.element, f"the annotation {missing}")
+                raise AnnotationSkipped(a.element, missing)
             return None
         if image.study_instance_uid != study:
             raise AnnotationSkipped(

@@ -99,6 +99,10 @@ class CTIndex(Mapping[str, CTImage]):
 
     images: dict[str, CTImage]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    #: SOP Instance UID -> what the input with that UID is instead of an indexed CT image ("an MR
+    #: image (MR Image Storage) in mr.dcm"), for the DICOM objects among ``skipped`` whose header
+    #: names one: a report that references one of them is told what was found
+    others: dict[str, str] = field(default_factory=dict)
     # Series members in slice order, built once: neighbour look-ups are per bookmark.
     _by_series: dict[str, tuple[CTImage, ...]] = field(
         init=False, repr=False, compare=False, default_factory=dict
@@ -116,9 +120,24 @@ class CTIndex(Mapping[str, CTImage]):
     def __len__(self) -> int:
         return len(self.images)
 
+    def found_instead(self, sop_instance_uid: str) -> str | None:
+        """What the inputs hold under ``sop_instance_uid`` when it is not an indexed CT image, as a
+        clause ("it is an MR image (MR Image Storage) in mr.dcm, and ..."); None when nothing is
+        there."""
+        return self.others.get(sop_instance_uid)
+
     def series(self, series_instance_uid: str) -> tuple[CTImage, ...]:
         """The series' images that have a slice position, in ascending slice position."""
         return self._by_series.get(series_instance_uid, ())
+
+
+def not_among_inputs(ct_index: Mapping[str, CTImage], sop_instance_uid: str) -> str:
+    """Why a referenced image cannot be measured on: it is not among the CT inputs, and what the
+    inputs hold under its UID instead when they hold something (an MR image, a SEG object, a CT
+    image refused with its reason)."""
+    text = f"the referenced CT image {sop_instance_uid} is not among the CT inputs"
+    found = ct_index.found_instead(sop_instance_uid) if isinstance(ct_index, CTIndex) else None
+    return f"{text}: {found}" if found else text
 
 
 def _slice_order(image: CTImage) -> tuple[float, int, str]:
@@ -398,32 +417,69 @@ def read_ct_header(
 
     A reason given by an input limit or plausibility rule ends with ``(rule NAME)``.
     """
-    file = Path(path)
-    limits = limits if limits is not None else DEFAULT_LIMITS
+    return _read_header(Path(path), limits if limits is not None else DEFAULT_LIMITS)[0]
+
+
+def dicom_object_kind(sop_class_uid: str, modality: str) -> str:
+    """What a DICOM object is, in a report's words: "MR image", "SEG object", "CT image"."""
+    modality = modality.strip().upper()
+    if sop_class_uid in CT_SOP_CLASSES:
+        return "CT image"
+    noun = "image" if modality in _IMAGE_MODALITIES else "object"
+    return f"{modality or 'DICOM'} {noun}"
+
+
+#: modalities whose objects are images (the rest, SEG, SR, PR, RTSTRUCT..., are other objects)
+_IMAGE_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "US", "XA", "CR", "DX", "MG", "OT"})
+
+
+def _found_instead(file: Path, ds: Dataset, reason: str) -> tuple[str, str] | None:
+    """``(SOP Instance UID, clause)`` for a DICOM object that was read but not indexed."""
+    uid = _text(ds, "SOPInstanceUID")
+    if not uid:
+        return None
+    sop_class = _text(ds, "SOPClassUID")
+    if sop_class in CT_SOP_CLASSES:
+        return uid, f"it is a CT image in {file} that could not be used: {reason}"
+    kind = dicom_object_kind(sop_class, _text(ds, "Modality"))
+    name = pydicom.uid.UID(sop_class).name if sop_class else "no SOP class"
+    # "an MR image", "an SR object", but "a SEG object": SEG is said as a word
+    article = "an" if kind[0] in "AEFHILMNORSX" and not kind.startswith("SEG") else "a"
+    return uid, f"it is {article} {kind} ({name}) in {file}, and lengths are measured on CT only"
+
+
+def _read_header(file: Path, limits: InputLimits) -> tuple[CTImage | str, tuple[str, str] | None]:
+    """:func:`read_ct_header`'s answer, and for a DICOM object that is not a usable CT image its
+    :func:`_found_instead`."""
     not_regular = regular_file_refusal(file)
     if not_regular is not None:
-        return _with_rule(not_regular)
+        return _with_rule(not_regular), None
     # pydicom warns rather than raises at a premature end of file; those warnings are reasons.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             ds = pydicom.dcmread(file, stop_before_pixels=True)
         except InvalidDicomError:
-            return "not a DICOM file (no 'DICM' marker after the 128-byte preamble)"
+            return "not a DICOM file (no 'DICM' marker after the 128-byte preamble)", None
         except Exception as exc:  # pydicom raises many types on corrupt input
-            return f"cannot be read as DICOM: truncated or corrupt ({type(exc).__name__}: {exc})"
+            reason = f"cannot be read as DICOM: truncated or corrupt ({type(exc).__name__}: {exc})"
+            return reason, None
     cut = truncation(ds, caught)
     if cut is not None:
-        return f"truncated: {cut}"
+        return f"truncated: {cut}", None
     try:
         image = _ct_image(file, ds, limits)
         if isinstance(image, CTImage):
             short = _pixels_short(ds, file.stat().st_size)
-            if short is not None:
-                return short
-        return image
+            image = short if short is not None else image
     except Exception as exc:  # values are decoded lazily, so late errors too
-        return f"malformed DICOM header ({type(exc).__name__}: {exc})"
+        image = f"malformed DICOM header ({type(exc).__name__}: {exc})"
+    if isinstance(image, CTImage):
+        return image, None
+    try:
+        return image, _found_instead(file, ds, image)
+    except Exception:  # a header too broken to say more than its reason
+        return image, None
 
 
 def index_ct_images(
@@ -440,16 +496,19 @@ def index_ct_images(
     """
     images: dict[str, CTImage] = {}
     skipped: list[tuple[Path, str]] = []
+    others: dict[str, str] = {}
     for file in _files(paths):
-        result = read_ct_header(file, limits)
+        result, instead = _read_header(file, limits if limits is not None else DEFAULT_LIMITS)
         if isinstance(result, str):
             skipped.append((file, result))
+            if instead is not None:
+                others.setdefault(*instead)
         elif result.sop_instance_uid in images:
             first = images[result.sop_instance_uid].path
             skipped.append((file, f"duplicate: same SOP Instance UID as {first}"))
         else:
             images[result.sop_instance_uid] = result
-    return CTIndex(images, skipped)
+    return CTIndex(images, skipped, {u: t for u, t in others.items() if u not in images})
 
 
 def read_hu(

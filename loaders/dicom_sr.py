@@ -81,7 +81,7 @@ from lesionkg.core.limits import (
     InputLimits,
 )
 from lesionkg.core.records import Bookmark, ImageRef
-from lesionkg.loaders.ct import CTImage, truncation
+from lesionkg.loaders.ct import CTImage, not_among_inputs, truncation
 from lesionkg.loaders.guards import regular_file_refusal
 from lesionkg.loaders.sr_content import (
     AXES_TOLERANCE,
@@ -520,7 +520,7 @@ class _ReportReader:
             missing = (
                 "the group names no image"
                 if ref is None
-                else f"the referenced CT image {ref.uid} is not among the CT inputs"
+                else not_among_inputs(self.ct_index, ref.uid)
             )
             if unitless:
                 a = unitless[0]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pydicom
 
 from lesionkg.core.limits import InputLimits
-from lesionkg.loaders.ct import dicom_pixels_refusal
+from lesionkg.loaders.ct import dicom_pixels_refusal, read_ct_header
 from lesionkg.loaders.guards import (
     PNG_SIGNATURE,
     Refusal,
@@ -106,13 +106,18 @@ def _refused_image(reason: str) -> ImageCheck:
 
 
 def _dicom_check(path: Path, limits: InputLimits) -> ImageCheck:
-    """The pixel limit and the size of a DICOM key slice, from its header only."""
+    """The pixel limit and the size of a DICOM key slice, from its header only; a DICOM file that
+    is not a usable CT image (an MR image, a SEG, a header without pixel spacing) is refused with
+    its reason here, not found unusable after the lines before it were imported."""
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         refusal = dicom_pixels_refusal(ds, limits)
         size = (int(ds.Columns), int(ds.Rows))
-    except Exception:  # pydicom raises many types; an unreadable header was accepted before
-        return ImageCheck(None)
+    except Exception:  # pydicom raises many types; read_ct_header names the problem below
+        refusal, size = None, None
     if refusal is not None:
         return ImageCheck(Refusal(f"image {path}: {refusal.reason}", refusal.rule))
+    header = read_ct_header(path, limits)
+    if isinstance(header, str):
+        return _refused_image(f"image {path} is not a usable CT image: {header}")
     return ImageCheck(None, size)

@@ -74,7 +74,7 @@ the graph shifted by a per-patient offset: `date_shift_days(P-id)` whole days ea
 same days, so study order and follow-up intervals are exact; another patient's move by another
 amount, and without the key the true dates cannot be recomputed. The offset needs only the
 pseudonymous patient id and the key, so a graph imported before (with dates in clear) is migrated
-from the graph itself (`lesionkg.etl.dates`).
+from the graph itself (`lesionkg.etl.migrations`).
 
 **What enters the graph** from a bookmark: the hashed ids; the study date and time shifted by the
 patient's offset (above: it orders a patient's studies and keeps their intervals); the

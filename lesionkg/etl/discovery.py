@@ -9,6 +9,7 @@ from pathlib import Path
 from lesionkg.core.errors import InvalidInputError, Problem
 from lesionkg.etl.bulk import marks_synthetic
 from lesionkg.loaders.aim import looks_like_aim_json, looks_like_aim_sr, looks_like_aim_xml
+from lesionkg.loaders.ct import dicom_object_kind
 from lesionkg.loaders.guards import regular_file_refusal
 
 #: dataset label of PACS bookmarks (DeepLesion rows keep "DeepLesion"; generated data "synthetic")
@@ -76,10 +77,7 @@ def other_image_kind(path: Path) -> str | None:
     modality = str(ds.get("Modality", "")).strip().upper()
     if not sop_class or sop_class.startswith(SR_SOP_CLASS_PREFIX) or modality in ("CT", "SR"):
         return None
-    noun = (
-        "image" if modality in ("MR", "PT", "NM", "US", "XA", "CR", "DX", "MG", "OT") else "object"
-    )
-    return f"{modality or 'DICOM'} {noun}"
+    return dicom_object_kind(sop_class, modality)
 
 
 def input_files(paths: Iterable[str | Path]) -> list[Path]:

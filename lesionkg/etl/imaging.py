@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lesionkg.core.errors import ModelError
+from lesionkg.core.errors import InvalidInputError, ModelError, Problem
+from lesionkg.core.provenance import ImageStatus
 from lesionkg.core.records import Bookmark
 from lesionkg.etl.options import EtlOptions
 from lesionkg.loaders.ct import CTImage, CTIndex, read_ct_header, read_hu
@@ -42,7 +43,10 @@ class KeySlices:
             if path.suffix.lower() == ".png":
                 return png_stack(path), None
             header = read_ct_header(path)
-            image = header if isinstance(header, CTImage) else None
+            if isinstance(header, str):
+                # The readers refuse these first; a file changed since is not taken for missing.
+                raise InvalidInputError([Problem(str(path), None, None, header)])
+            image = header
         if image is None:
             return None
         key = read_hu(image, ref.frame)
@@ -64,6 +68,19 @@ class KeySlices:
         ]
         channels = [c if c.shape == key.shape else key for c in channels]
         return np.stack(channels), image.pixel_spacing_mm
+
+    def status(
+        self, bookmark: Bookmark, stack: tuple[np.ndarray, tuple[float, float] | None] | None
+    ) -> ImageStatus:
+        """What became of ``bookmark``'s image, given what :meth:`stack` read for it."""
+        ref = bookmark.image
+        if ref is None:
+            return ImageStatus.NOT_REFERENCED
+        if stack is not None:
+            return ImageStatus.FOUND
+        if ref.sop_instance_uid and self.ct.found_instead(ref.sop_instance_uid) is not None:
+            return ImageStatus.UNUSABLE
+        return ImageStatus.MISSING
 
 
 def png_stack(path: Path) -> np.ndarray:

@@ -48,9 +48,9 @@ from lesionkg.db.driver import Driver, run_statement
 from lesionkg.db.retry import with_retries
 from lesionkg.db.schema import apply_schema
 from lesionkg.db.writes import ConflictError
-from lesionkg.etl.dates import migrate_study_dates
 from lesionkg.etl.discovery import file_kind, input_files
 from lesionkg.etl.imaging import Models
+from lesionkg.etl.migrations import fix_location_sources, migrate_study_dates
 from lesionkg.etl.options import EtlOptions
 from lesionkg.etl.preparation import PreparedFile, embed_lesions, prepare_file
 from lesionkg.etl.report import EtlSummary, FileReport, Outcome
@@ -124,6 +124,7 @@ class Importer:
             )
         # Study dates are stored shifted per patient; a graph imported before is shifted once.
         migrate_study_dates(self.driver, self.database, self.pseudonymizer)
+        fix_location_sources(self.driver, self.database)
         producers = {"cues": cues.CUES_VERSION}
         if self.models.embedder is not None:
             producers["triplet"] = self.models.embedder.sha256

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from lesionkg.config.paths import image_store_dir
-from lesionkg.core import cues
+from lesionkg.core import cues, provenance
 from lesionkg.core.body import relative_xy
 from lesionkg.core.errors import InvalidInputError, ModelError, Problem
 from lesionkg.core.pseudonym import Pseudonymizer, PseudonymousBookmark
@@ -315,7 +315,8 @@ def _prepare_pacs(
                 )
                 continue
             stack = found
-        lesion.props["image_status"] = "found" if stack is not None else "missing"
+        status = images.status(bookmark, stack)
+        lesion.props["image_status"] = status.value
         if stack is not None:
             store_key_slice(store, pb.lesion_id, stack[0][1])
             lesion.props["image_stored"] = True
@@ -330,7 +331,10 @@ def _prepare_pacs(
             if models.embedder is not None and spacing is not None:
                 lesion.network_input = models.embedder.inputs.prepare_stack(hu, box, spacing)
         elif lesion.location is None:
-            lesion.props["location_source"] = "none: no image"
+            # Both fields say the same thing: the image's fate is why there is no location.
+            lesion.props["location_source"] = (
+                provenance.NO_COORDINATES if stack is not None else provenance.without_image(status)
+            )
         prepared.lesions.append(lesion)
         prepared.patients.setdefault(
             pb.patient_id, {"patient_id": pb.patient_id, "sex": None, "dataset": dataset}
@@ -381,16 +385,16 @@ def _locate(
     centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
     xy = relative_xy(key_hu, centre)
     if xy is None:
-        lesion.props["location_source"] = "none: no body found in the key slice"
+        lesion.props["location_source"] = provenance.NO_BODY
         return
     if models.ssbr is None:
         lesion.props["location_xy"] = list(xy)
-        lesion.props["location_source"] = "image x, y; z needs an SSBR model (--ssbr)"
+        lesion.props["location_source"] = provenance.XY_ONLY
         return
     z = float(models.ssbr.normalised_z(key_hu[None])[0])
     lesion.location = (xy[0], xy[1], z)
     lesion.props["location"] = list(lesion.location)
-    lesion.props["location_source"] = f"image x, y; SSBR z ({models.ssbr.sha256[:12]})"
+    lesion.props["location_source"] = provenance.from_ssbr(models.ssbr.sha256)
 
 
 def _add_cues(lesion: PreparedLesion) -> None:
@@ -436,7 +440,7 @@ def _pacs_lesion(
     location = pb.location
     if location is not None:
         props["location"] = list(location)
-        props["location_source"] = "given by the source"
+        props["location_source"] = provenance.GIVEN
     return PreparedLesion(
         lesion_id=pb.lesion_id,
         patient_id=pb.patient_id,
@@ -469,7 +473,7 @@ def _prepare_deeplesion(
                 break
         props = lesion_props(rec, str(image.resolve()) if image else None, dataset)
         props["source_kind"] = "deeplesion"
-        props["location_source"] = "given by the source"
+        props["location_source"] = provenance.GIVEN
         lesion = PreparedLesion(
             rec.lesion_id,
             rec.patient_id,

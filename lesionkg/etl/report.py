@@ -3,6 +3,7 @@ bookmarks (locations, embeddings, edges, tracks) and the run's :class:`EtlSummar
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -172,9 +173,13 @@ class Outcome:
         self.reader_agreement.update(other.reader_agreement)
 
 
+_UID = re.compile(r"\b\d+(?:\.\d+){2,}\b")
+
+
 def reason_key(problem: Problem) -> str:
     """A problem's reason without the values that differ from file to file, for counting."""
-    reason = problem.reason
+    # DICOM UIDs (dotted digits) name one instance: "the referenced CT image 1.2.3... is not ..."
+    reason = _UID.sub("<uid>", problem.reason)
     for cut in (" (", ": ", ", got", "; "):
         reason = reason.split(cut, 1)[0]
     reason = reason.strip()[:80]

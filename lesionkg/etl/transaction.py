@@ -21,6 +21,7 @@ from typing import Any
 
 from lesionkg.core.errors import ConfigurationError
 from lesionkg.core.matching import MatchConfig, MatchLesion, Tracks, match_patient, reader_agreement
+from lesionkg.core.provenance import GIVEN
 from lesionkg.db.driver import Driver, Record, Tx, run_in, run_statement, write_transaction
 from lesionkg.db.writes import Change, ConflictError, find_conflicts, in_lock_order
 from lesionkg.etl.preparation import PreparedFile, PreparedLesion
@@ -137,7 +138,6 @@ _DERIVED = {
     "window": ("cues", "cues_version"),
     "series_id": (),
 }
-GIVEN = "given by the source"
 
 
 def _differs(old: Any, new: Any) -> bool:

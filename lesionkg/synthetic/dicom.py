@@ -132,6 +132,26 @@ def group(
     )
 
 
+def ellipse_group(
+    ct: Dataset, centre: tuple[float, float], label: str, long_axis_mm: float = 12.0
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """A TID 1410 group as a viewer's ellipse tool writes it: its own tracking UID, an ELLIPSE
+    region on ``ct`` (no line endpoints) and one Long Axis NUM."""
+    cx, cy = centre
+    ellipse = np.array([[cx - 6, cy], [cx + 6, cy], [cx, cy - 4], [cx, cy + 4]], dtype=float)
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=label),
+        referenced_region=hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.ELLIPSE,
+            graphic_data=ellipse,
+            source_image=hd.sr.SourceImageForRegion(ct.SOPClassUID, ct.SOPInstanceUID),
+        ),
+        finding_type=NODULE,
+        finding_sites=[hd.sr.FindingSite(LUNG)],
+        measurements=[measurement(LONG_AXIS, long_axis_mm, MM, ct, None)],
+    )
+
+
 def write_report(
     path: Path, ct: Dataset, groups: list[hd.sr.MeasurementsAndQualitativeEvaluations]
 ) -> Path:

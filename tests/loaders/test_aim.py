@@ -209,7 +209,7 @@ def test_an_image_of_another_study_skips_the_annotation() -> None:
 
 def test_require_images_skips_an_annotation_whose_image_is_missing() -> None:
     error = refused(BASELINE_A, ct_index={}, require_images=True)
-    assert f"references image {BASELINE_IMAGE}" in error.problems[0].reason
+    assert f"the referenced CT image {BASELINE_IMAGE} is not among" in error.problems[0].reason
 
 
 # --- SYNTHETIC AIM v4 XML and ePAD JSON -----------------------------------------------------------

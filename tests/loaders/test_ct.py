@@ -8,12 +8,28 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    SecondaryCaptureImageStorage,
+    SegmentationStorage,
+    generate_uid,
+)
 
 from lesionkg.core.errors import InvalidInputError
-from lesionkg.loaders.ct import CTImage, CTIndex, index_ct_images, neighbours, read_hu
+from lesionkg.loaders.ct import (
+    CTImage,
+    CTIndex,
+    dicom_object_kind,
+    index_ct_images,
+    neighbours,
+    not_among_inputs,
+    read_hu,
+)
 
 LIVER = ("01.dcm", "02.dcm", "03.dcm")
+CT_SMALL_UID = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +167,47 @@ def test_bad_files_are_skipped_with_their_reason(dicom_dir: Path, tmp_path: Path
     assert "not a DICOM file" in skipped["notes.txt"]
     assert skipped["head_cut.dcm"].startswith("truncated: element (0020,0037)")
     assert skipped["pixels_cut.dcm"].startswith("truncated: its pixel data needs 524288 bytes")
+
+
+def test_the_index_says_what_it_holds_instead_of_a_ct_image(
+    dicom_dir: Path, real_index: CTIndex, tmp_path: Path
+) -> None:
+    seg_path = dicom_dir / "ct" / "liver" / "liver_seg.dcm"
+    seg_uid = pydicom.dcmread(seg_path, stop_before_pixels=True).SOPInstanceUID
+    assert real_index.found_instead(seg_uid) == (
+        f"it is a SEG object (Segmentation Storage) in {seg_path}, and lengths are measured on "
+        "CT only"
+    )
+    assert not_among_inputs(real_index, seg_uid).startswith(
+        f"the referenced CT image {seg_uid} is not among the CT inputs: it is a SEG object"
+    )
+    sr_uid = pydicom.dcmread(dicom_dir / "sr" / "sample-sr.dcm").SOPInstanceUID
+    assert real_index.found_instead(sr_uid).startswith("it is an SR object (Enhanced SR Storage)")
+    # Indexed CT images and unknown UIDs are not "found instead"; a plain dict has no others.
+    assert not set(real_index.others) & set(real_index)
+    assert real_index.found_instead(CT_SMALL_UID) is None
+    assert not_among_inputs(real_index, "2.25.1") == (
+        "the referenced CT image 2.25.1 is not among the CT inputs"
+    )
+    assert not_among_inputs(dict(real_index.images), seg_uid).endswith("not among the CT inputs")
+    # A CT header the index refuses keeps its reason.
+    path = write_synthetic_ct(tmp_path / "no_spacing.dcm", spacing_yx=(0.7, 0.7))
+    ds = pydicom.dcmread(path)
+    del ds.PixelSpacing
+    ds.save_as(path)
+    found = index_ct_images([path]).found_instead(ds.SOPInstanceUID)
+    assert found == (
+        f"it is a CT image in {path} that could not be used: no valid PixelSpacing (two positive "
+        "numbers, mm): lengths cannot be measured on it"
+    )
+
+
+def test_kinds_of_dicom_objects_are_named() -> None:
+    assert dicom_object_kind(CTImageStorage, "CT") == "CT image"
+    assert dicom_object_kind(MRImageStorage, "MR") == "MR image"
+    assert dicom_object_kind(SegmentationStorage, "seg ") == "SEG object"
+    assert dicom_object_kind(SecondaryCaptureImageStorage, "OT") == "OT image"
+    assert dicom_object_kind("1.2.3", "") == "DICOM object"
 
 
 def test_duplicate_sop_instance_uid_is_skipped(dicom_dir: Path) -> None:

@@ -482,6 +482,27 @@ def test_missing_referenced_image(patient: dict[str, Any]) -> None:
     )
 
 
+# The real SEG's PatientName has one component; highdicom says so when it copies it.
+@pytest.mark.filterwarnings("ignore:The string .* is unlikely to represent:UserWarning")
+def test_a_referenced_image_found_as_another_kind_is_named(dicom_dir: Path, tmp_path: Path) -> None:
+    # A viewer measured on the real liver SEG (a SYNTHETIC report): the index holds the SEG, not a
+    # CT image, under the referenced UID, and the reason says so instead of "not there".
+    seg_path = dicom_dir / "ct" / "liver" / "liver_seg.dcm"
+    seg = pydicom.dcmread(seg_path, stop_before_pixels=True)
+    on_seg = measurement(LONG_AXIS, 20.0, MM, seg, [[10.0, 10.0], [30.0, 10.0]])
+    path = write_report(tmp_path / "on_seg.dcm", seg, [group([on_seg], generate_uid())])
+    index = index_ct_images([dicom_dir / "ct"])
+    (reason,) = rejected(path, index)
+    assert reason.startswith(
+        f"the referenced CT image {seg.SOPInstanceUID} is not among the CT inputs: it is a SEG "
+        f"object (Segmentation Storage) in {seg_path}, and lengths are measured on CT only; "
+    )
+    # With missing images allowed it is imported without image-derived fields, as for an absent one.
+    (bookmark,) = read_measurement_report(path, index, allow_missing_images=True)
+    assert bookmark.image == ImageRef(seg.SOPInstanceUID, None)
+    assert bookmark.pixel_spacing_mm is None and bookmark.long_axis_mm == 20.0
+
+
 def test_image_of_another_patient_is_rejected(patient: dict[str, Any], tmp_path: Path) -> None:
     ct = patient["cts"]["baseline"]
     other = write_synthetic_ct(

@@ -325,6 +325,18 @@ def test_an_image_that_is_not_a_key_slice_is_rejected_even_when_missing_ones_are
         assert f"{path}, line 1, column image: image {tmp_path / 'img.png'} {reason}" in str(err)
 
 
+def test_a_dicom_image_that_is_not_a_usable_ct_image_is_rejected(tmp_path):
+    # The real liver SEG named as a key slice: refused on its line, not imported as "missing".
+    seg = SHARED / "dicom" / "ct" / "liver" / "liver_seg.dcm"
+    path = write_jsonl(tmp_path, good(image=str(seg)))
+    for allow in (False, True):
+        err = refused(path, allow_missing_images=allow)
+        assert (
+            f"{path}, line 1, column image: image {seg} is not a usable CT image: SOP class "
+            "Segmentation Storage is not a CT image"
+        ) in str(err)
+
+
 # --- across lines --------------------------------------------------------------------------------
 
 

@@ -92,6 +92,19 @@ def test_reason_key_drops_values_that_differ_between_files() -> None:
     a = Problem("a.jsonl", 3, "spacing_mm", "expected [x, y]: 2 finite numbers, got 'x'")
     b = Problem("b.jsonl", 9, "spacing_mm", "expected [x, y]: 2 finite numbers, got [1]")
     assert reason_key(a) == reason_key(b) == "spacing_mm: expected [x, y]"
+    # Two missing images are one reason, whatever their UIDs and whatever was found instead.
+    c = Problem(
+        "r1.dcm",
+        1,
+        None,
+        "the referenced CT image 1.2.826.0.1.3680043.8.498.1 is not "
+        "among the CT inputs: it is an MR image (MR Image Storage) in mr.dcm",
+    )
+    d = Problem(
+        "r2.dcm", 2, None, "the referenced CT image 2.25.1234567 is not among the CT inputs"
+    )
+    expected = "the referenced CT image <uid> is not among the CT inputs"
+    assert reason_key(c) == reason_key(d) == expected
 
 
 def test_file_kinds_of_real_files(dicom_dir: Path, deeplesion_dir: Path, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import dataclasses
 from pathlib import Path
 
 import highdicom as hd
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from pydicom.dataset import Dataset
@@ -26,9 +25,8 @@ from lesionkg.loaders.ct import index_ct_images
 from lesionkg.loaders.dicom_sr import read_measurement_report
 from lesionkg.synthetic.dicom import (
     LONG_AXIS,
-    LUNG,
     MM,
-    NODULE,
+    ellipse_group,
     measurement,
     write_report,
     write_synthetic_ct,
@@ -42,24 +40,6 @@ NORMAL_ANATOMY_REASON = "finding: normal anatomy, not a lesion"
 @pytest.fixture
 def options(tmp_path: Path) -> EtlOptions:
     return EtlOptions(secret_path=tmp_path / "pseudonym.key", index_dir=tmp_path / "index")
-
-
-def ellipse_group(ct: Dataset, centre: tuple[float, float], label: str) -> Dataset:
-    """A TID 1410 group as a viewer's ellipse tool writes it: its own tracking UID, an ELLIPSE
-    region (no line endpoints) and one Long Axis of 12 mm: equal values in every group."""
-    cx, cy = centre
-    ellipse = np.array([[cx - 6, cy], [cx + 6, cy], [cx, cy - 4], [cx, cy + 4]], dtype=float)
-    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=label),
-        referenced_region=hd.sr.ImageRegion(
-            graphic_type=hd.sr.GraphicTypeValues.ELLIPSE,
-            graphic_data=ellipse,
-            source_image=hd.sr.SourceImageForRegion(ct.SOPClassUID, ct.SOPInstanceUID),
-        ),
-        finding_type=NODULE,
-        finding_sites=[hd.sr.FindingSite(LUNG)],
-        measurements=[measurement(LONG_AXIS, 12.0, MM, ct, None)],
-    )
 
 
 def aorta_group(ct: Dataset) -> Dataset:

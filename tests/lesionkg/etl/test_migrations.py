@@ -1,5 +1,6 @@
-"""Study dates are stored shifted by a per-patient offset from the pseudonym key; a graph imported
-before (dates in clear) is migrated once, at the start of an import, in the real Neo4j."""
+"""What an import fixes once in a graph imported before, in the real Neo4j: study dates in clear
+are shifted by a per-patient offset from the pseudonym key; location sources that contradict the
+image status are rewritten."""
 
 from __future__ import annotations
 
@@ -10,14 +11,21 @@ from pathlib import Path
 import pytest
 
 from lesionkg.config.secret import load_or_create_secret
+from lesionkg.core.provenance import (
+    GIVEN,
+    LEGACY_NO_IMAGE,
+    NO_COORDINATES,
+    XY_ONLY,
+    contradiction,
+)
 from lesionkg.core.pseudonym import (
     DATE_SHIFT_MAX_DAYS,
     DATE_SHIFT_MIN_DAYS,
     Pseudonymizer,
     shift_datetime,
 )
-from lesionkg.etl.dates import migrate_study_dates
 from lesionkg.etl.importer import EtlOptions, run_etl
+from lesionkg.etl.migrations import fix_location_sources, migrate_study_dates
 
 DATABASE = "neo4j"
 #: two patients of an old graph, their studies' dates as stored before the migration
@@ -160,3 +168,41 @@ def test_an_import_migrates_first_and_orders_the_new_study_among_the_old(
     # A second import migrates nothing again.
     run_etl(empty_graph, [export], database=DATABASE, options=options, progress=False)
     assert stored_dates(empty_graph) == after
+
+
+@pytest.mark.neo4j
+def test_an_import_fixes_location_sources_that_contradict_the_image_status(
+    empty_graph, tmp_path: Path
+) -> None:
+    # An old graph: an ellipse on a found image was written as "no image"; the others were right.
+    old = [
+        ("L-ellipse", "found", LEGACY_NO_IMAGE),
+        ("L-missing", "missing", LEGACY_NO_IMAGE),
+        ("L-line", "found", XY_ONLY),
+        ("L-deeplesion", None, GIVEN),
+    ]
+    empty_graph.execute_query(
+        "UNWIND $rows AS row CREATE (:Lesion {lesion_id: row[0], image_status: row[1], "
+        "location_source: row[2]})",
+        rows=[list(r) for r in old],
+        database_=DATABASE,
+    )
+    empty = tmp_path / "nothing_new"
+    empty.mkdir()
+    options = EtlOptions(secret_path=tmp_path / "pseudonym.key", index_dir=tmp_path / "index")
+    run_etl(empty_graph, [empty], database=DATABASE, options=options, progress=False)
+    records, _, _ = empty_graph.execute_query(
+        "MATCH (l:Lesion) RETURN l.lesion_id AS id, l.image_status AS status, "
+        "l.location_source AS source ORDER BY id",
+        database_=DATABASE,
+    )
+    after = {r["id"]: (r["status"], r["source"]) for r in records}
+    assert after == {
+        "L-deeplesion": (None, GIVEN),
+        "L-ellipse": ("found", NO_COORDINATES),
+        "L-line": ("found", XY_ONLY),
+        "L-missing": ("missing", LEGACY_NO_IMAGE),
+    }
+    assert all(contradiction(*pair) is None for pair in after.values())
+    # Done once: nothing left to fix.
+    assert fix_location_sources(empty_graph, DATABASE) == 0

@@ -1,4 +1,7 @@
-"""Study dates in the graph are shifted per patient; graphs imported before are migrated.
+"""What an import fixes once in graphs imported by earlier versions: study dates in clear, and
+location sources that contradict the lesion's image status.
+
+Study dates in the graph are shifted per patient; graphs imported before are migrated.
 
 Study dates and times identify a patient (HIPAA Safe Harbor, DICOM PS3.15's de-identification
 profile). Every PACS bookmark's study date is shifted by its patient's offset when it is
@@ -7,16 +10,22 @@ from the key and the pseudonymous patient id). A graph imported before that hold
 :func:`migrate_study_dates` shifts them in ONE transaction and marks the graph's key node
 (``PseudonymKey.dates_shifted``), so it runs once: an import calls it before its first write, and
 running it again changes nothing.
+
+Earlier imports wrote ``location_source = 'none: no image'`` also for a lesion whose image was
+found but whose measurement had no coordinates on it (an ellipse, a bare NUM):
+:func:`fix_location_sources` rewrites exactly those to the source they have now
+(:mod:`lesionkg.core.provenance`).
 """
 
 from __future__ import annotations
 
 import logging
 
+from lesionkg.core import provenance
 from lesionkg.core.pseudonym import Pseudonymizer, shift_datetime
 from lesionkg.db.driver import Driver, Tx, run_in, write_transaction
 
-__all__ = ["migrate_study_dates"]
+__all__ = ["fix_location_sources", "migrate_study_dates"]
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +64,23 @@ def migrate_study_dates(driver: Driver, database: str, pseudonymizer: Pseudonymi
     if moved:
         log.info("shifted the study dates of %d studies by their patients' offsets", moved)
     return moved
+
+
+def fix_location_sources(driver: Driver, database: str) -> int:
+    """Give the lesions whose image was found but whose location source says "no image" the
+    source they would get now; how many changed (0 once done: it matches nothing then)."""
+
+    def work(tx: Tx) -> int:
+        rows = run_in(
+            tx,
+            "etl/fix_location_sources",
+            legacy=provenance.LEGACY_NO_IMAGE,
+            found=provenance.ImageStatus.FOUND.value,
+            source=provenance.NO_COORDINATES,
+        )
+        return int(rows[0]["fixed"])
+
+    fixed = write_transaction(driver, database, work, "fixing contradicting location sources")
+    if fixed:
+        log.info("%d lesions with a found image said 'no image' as location source; fixed", fixed)
+    return fixed
