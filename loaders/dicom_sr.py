@@ -57,32 +57,23 @@ from __future__ import annotations
 
 import math
 import os
-import re
-import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import highdicom as hd
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
 
 from lesionkg.core.errors import InvalidInputError, Problem
 from lesionkg.core.limits import (
-    DATE_RANGE,
     DEFAULT_LIMITS,
     LENGTH_NOT_POSITIVE,
     OUTSIDE_IMAGE,
     InputLimits,
 )
 from lesionkg.core.records import Bookmark, ImageRef
-from lesionkg.loaders.ct import CTImage, not_among_inputs, truncation
-from lesionkg.loaders.guards import regular_file_refusal
+from lesionkg.loaders.ct import CTImage, not_among_inputs
 from lesionkg.loaders.sr_content import (
     AXES_TOLERANCE,
     DIAMETER,
@@ -91,11 +82,9 @@ from lesionkg.loaders.sr_content import (
     LENGTH_CONCEPTS,
     LONG_AXIS,
     OUTCOME,
-    REPORT,
     SEGMENT_IMAGE_NAMES,
     SHORT_AXIS,
     SITE_COARSE_TYPE,
-    SR_SOP_CLASSES,
     UNIT_MM,
     MeasuredAxis,
     SkipGroup,
@@ -112,11 +101,15 @@ from lesionkg.loaders.sr_content import (
     is_unitless,
     measurement_groups,
     polyline_endpoints,
-    raw_concept_key,
     report_rejection,
     standard_meaning,
     unit_text,
     volumetric_references,
+)
+from lesionkg.loaders.sr_document import (
+    check_measurement_report,
+    read_sr_file,
+    report_study_datetime,
 )
 
 
@@ -137,143 +130,6 @@ class MeasurementReportResult:
 
     def __len__(self) -> int:
         return len(self.bookmarks)
-
-
-def _read(path: Path, source: str) -> Dataset:
-    """The whole data set of ``path``, every element decoded, or a clear reason why not."""
-    not_regular = regular_file_refusal(path)
-    if not_regular is not None:
-        raise report_rejection(source, not_regular.reason, rule=not_regular.rule)
-    if not path.is_file():
-        raise report_rejection(source, "no such file")
-    data = path.read_bytes()
-    # pydicom warns (rather than raises) about truncation and about values that break their VR's
-    # rules; the first is a rejection, the second concerns fields a bookmark never carries.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            ds = pydicom.dcmread(BytesIO(data))
-        except InvalidDicomError:
-            raise report_rejection(
-                source, "not a DICOM file (no 'DICM' marker after the 128-byte preamble)"
-            ) from None
-        except Exception as exc:  # pydicom raises many types on truncated or corrupt input
-            raise report_rejection(
-                source, f"cannot be read as DICOM: truncated or corrupt ({first_line(exc)})"
-            ) from exc
-        cut = truncation(ds, caught, len(data))
-        if cut is not None:
-            raise report_rejection(source, f"truncated: {cut}")
-        if len(ds) == 0:
-            raise report_rejection(
-                source, "truncated: the file holds no data set after its file meta information"
-            )
-        try:
-            # Elements are decoded lazily; decode all now, so that a corrupt nested item is
-            # reported here as the file's fault, not later as a puzzling group error.
-            ds.walk(lambda _ds, _elem: None)
-        except Exception as exc:
-            raise report_rejection(
-                source, f"cannot be read as DICOM: truncated or corrupt ({first_line(exc)})"
-            ) from exc
-    return ds
-
-
-def _check_report(ds: Dataset, source: str) -> None:
-    sop_class = str(ds.get("SOPClassUID", "") or "")
-    if not sop_class:
-        raise report_rejection(
-            source, "no SOP Class UID: truncated, or not a DICOM object", "SOPClassUID"
-        )
-    if sop_class not in SR_SOP_CLASSES:
-        raise report_rejection(
-            source,
-            f"SOP class {UID(sop_class).name} is not a structured report; expected a TID 1500 "
-            "measurement report (Enhanced, Comprehensive or Comprehensive 3D SR)",
-            "SOPClassUID",
-        )
-    title = raw_concept_key(ds)
-    if title != REPORT or ds.get("ValueType") != "CONTAINER":
-        names = ds.get("ConceptNameCodeSequence")
-        shown = (
-            f"'{names[0].get('CodeMeaning', '')}' ({names[0].get('CodeValue', '')}, "
-            f"{names[0].get('CodingSchemeDesignator', '')})"
-            if names
-            else "missing (truncated?)"
-        )
-        raise report_rejection(
-            source,
-            f"not a TID 1500 measurement report: the document title is {shown}, expected "
-            "'Imaging Measurement Report' (126000, DCM)",
-            "ConceptNameCodeSequence",
-        )
-    if "ContentSequence" not in ds:
-        raise report_rejection(source, "the report has no content (truncated?)", "ContentSequence")
-
-
-_TIME = re.compile(r"^(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?$")
-
-
-def study_datetime_iso(study_date: str, study_time: str) -> str | None:
-    """ISO 8601 study date and time from DICOM DA (YYYYMMDD) and TM (HHMMSS.FFFFFF) values.
-
-    Returns ``"2009-02-28T19:08:08"`` (fractional seconds kept when present), the date alone
-    (``"2009-02-28"``) without a time, or None without a date. The time zone offset is ignored:
-    study order is compared within one hospital. Raises ValueError for malformed values.
-    """
-    study_date, study_time = study_date.strip(), study_time.strip()
-    if not study_date:
-        return None
-    if not re.fullmatch(r"\d{8}", study_date):
-        raise ValueError(f"StudyDate '{study_date}' is not a DICOM date (YYYYMMDD)")
-    try:
-        day = date(int(study_date[:4]), int(study_date[4:6]), int(study_date[6:]))
-    except ValueError as exc:
-        raise ValueError(f"StudyDate '{study_date}' is not a valid date ({exc})") from exc
-    if not study_time:
-        return day.isoformat()
-    m = _TIME.match(study_time)
-    if not m:
-        raise ValueError(f"StudyTime '{study_time}' is not a DICOM time (HHMMSS.FFFFFF)")
-    hour, minute, second, fraction = m.groups()
-    micro = int((fraction or "0").ljust(6, "0"))
-    # DICOM allows second 60 (a leap second); datetime does not, and the order is unaffected.
-    try:
-        when = datetime(
-            day.year,
-            day.month,
-            day.day,
-            int(hour),
-            int(minute or 0),
-            min(int(second or 0), 59),
-            micro,
-        )
-    except ValueError as exc:
-        raise ValueError(f"StudyTime '{study_time}' is not a valid time ({exc})") from exc
-    return when.isoformat()
-
-
-def _study_datetime(ds: Dataset, source: str, limits: InputLimits) -> str | None:
-    try:
-        when = study_datetime_iso(
-            str(ds.get("StudyDate", "") or ""), str(ds.get("StudyTime", "") or "")
-        )
-    except ValueError as exc:
-        raise report_rejection(
-            source,
-            f"{exc}; the study date and time order a patient's studies",
-            "StudyTime" if str(exc).startswith("StudyTime") else "StudyDate",
-        ) from exc
-    if when is not None:
-        implausible = limits.date_problem(date.fromisoformat(when[:10]))
-        if implausible is not None:
-            raise report_rejection(
-                source,
-                f"{implausible}; the study date orders a patient's studies",
-                "StudyDate",
-                DATE_RANGE,
-            )
-    return when
 
 
 class _ReportReader:
@@ -302,7 +158,7 @@ class _ReportReader:
         self.study_key = str(ds.get("StudyInstanceUID", "") or "").strip()
         if not self.study_key:
             raise report_rejection(source, "StudyInstanceUID is empty", "StudyInstanceUID")
-        self.study_datetime = _study_datetime(ds, source, limits)
+        self.study_datetime = report_study_datetime(ds, source, limits)
         self.evidence = evidence_of(ds)
         # Which measurement a bookmark is: the group's tracking UID, else this report's instance
         # and group number (a duplicate is the same measurement, never "similar values").
@@ -619,9 +475,9 @@ def read_measurement_report(
     """
     file = Path(path)
     source = str(file)
-    ds = _read(file, source)
+    ds = read_sr_file(file, source)
     try:
-        _check_report(ds, source)
+        check_measurement_report(ds, source)
         groups = measurement_groups(ds, source)
         reader = _ReportReader(ds, source, ct_index, allow_missing_images, limits or DEFAULT_LIMITS)
     except InvalidInputError:

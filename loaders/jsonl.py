@@ -92,28 +92,36 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from lesionkg.core.errors import InvalidInputError, Problem
 from lesionkg.core.limits import (
-    DATE_RANGE,
     DEFAULT_LIMITS,
     FIELD_SIZE,
     FILE_SIZE,
     JSON_DEPTH,
     LINE_SIZE,
-    NOT_FINITE,
     OUTSIDE_IMAGE,
-    SPACING_RANGE,
     InputLimits,
 )
 from lesionkg.core.pseudonym import lesion_key
-from lesionkg.core.records import COARSE_TYPES, Bookmark, ImageRef
+from lesionkg.core.records import Bookmark, ImageRef
 from lesionkg.loaders.guards import json_depth_refusal, regular_file_refusal
 from lesionkg.loaders.images import ImageCheck, check_key_slice_image
+from lesionkg.loaders.jsonl_values import (
+    FieldError,
+    kind_of,
+    read_coarse_type,
+    read_endpoints,
+    read_identifier,
+    read_location,
+    read_spacing,
+    read_study_time,
+    read_window,
+    shown,
+)
 
 __all__ = [
     "FIELDS",
@@ -148,18 +156,6 @@ OUTCOME = "nothing was imported"
 #: (a round lesion has two equal axes; float rounding must not make it "longer").
 AXIS_TOLERANCE_MM = 1e-6
 
-_TYPE_CODES: dict[str, int] = {name: code for code, name in COARSE_TYPES.items()}
-_SHOWN_CHARS = 60
-
-
-class _FieldError(ValueError):
-    """A field's value is unusable; the message is the reason, ``rule`` names a limit or
-    plausibility rule (:mod:`lesionkg.core.limits`) when one refused it."""
-
-    def __init__(self, reason: str, rule: str | None = None) -> None:
-        super().__init__(reason)
-        self.rule = rule
-
 
 @dataclass(frozen=True, slots=True)
 class _Earlier:
@@ -167,129 +163,6 @@ class _Earlier:
 
     line: int
     study_time: str
-
-
-# --- values ---------------------------------------------------------------------------------------
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
-def _identifier(value: Any) -> str:
-    if isinstance(value, str):
-        text = value.strip()
-        if text:
-            return text
-        raise _FieldError(f"expected a non-empty string, got {_show(value)}")
-    hint = ' (write ids as strings, e.g. "000123", so leading zeros survive)'
-    raise _FieldError(
-        f"expected a non-empty string, got {_kind(value)} {_show(value)}"
-        + (hint if isinstance(value, int | float) and not isinstance(value, bool) else "")
-    )
-
-
-def _study_time(value: Any, limits: InputLimits = DEFAULT_LIMITS) -> str:
-    if not isinstance(value, str):
-        raise _FieldError(f"expected an ISO 8601 date or date and time string, got {_show(value)}")
-    text = value.strip()
-    when: date
-    try:
-        when = date.fromisoformat(text)
-    except ValueError:
-        try:
-            when = datetime.fromisoformat(text)
-        except ValueError:
-            raise _FieldError(
-                'expected an ISO 8601 date or date and time ("2024-03-01", '
-                f'"2024-03-01T10:22:00"), got {_show(value)}'
-            ) from None
-    day = when.date() if isinstance(when, datetime) else when
-    implausible = limits.date_problem(day)
-    if implausible is not None:
-        raise _FieldError(implausible, DATE_RANGE)
-    return when.isoformat()
-
-
-def _numbers(value: Any, names: str, unit: str) -> tuple[float, ...]:
-    """A JSON array of len(names) finite numbers; ``names`` like ``"x1, y1, x2, y2"``."""
-    count = len(names.split(","))
-    expected = f"expected [{names}]: {count} finite numbers, {unit}"
-    if not isinstance(value, list):
-        raise _FieldError(f"{expected}, got {_kind(value)} {_show(value)}")
-    if len(value) != count:
-        raise _FieldError(f"{expected}, got {len(value)} item(s): {_show(value)}")
-    for i, item in enumerate(value):
-        if isinstance(item, bool) or not isinstance(item, int | float):
-            raise _FieldError(f"{expected}, got {_show(value)} (item {i + 1} is {_kind(item)})")
-        # Python's json reads NaN and Infinity, and overflows 1e999 to inf.
-        if not math.isfinite(item):
-            raise _FieldError(
-                f"{expected}, got {_show(value)} (item {i + 1} is not finite)", NOT_FINITE
-            )
-    return tuple(float(v) for v in value)
-
-
-def _endpoints(value: Any) -> tuple[float, float, float, float]:
-    x1, y1, x2, y2 = points = _numbers(value, "x1, y1, x2, y2", "pixels")
-    if min(points) < 0.0:
-        raise _FieldError(
-            f"expected pixel coordinates >= 0 (0-based, x right, y down), got {_show(value)}"
-        )
-    if (x1, y1) == (x2, y2):
-        raise _FieldError(f"the two endpoints coincide ({_show(value)}): an axis needs a length")
-    return x1, y1, x2, y2
-
-
-def _spacing(value: Any, limits: InputLimits = DEFAULT_LIMITS) -> tuple[float, float]:
-    sx, sy = _numbers(value, "x, y", "mm per pixel")
-    if not (sx > 0.0 and sy > 0.0):
-        raise _FieldError(f"expected pixel spacings > 0 mm, got {_show(value)}")
-    implausible = limits.spacing_problem((sx, sy), "pixel spacing")
-    if implausible is not None:
-        raise _FieldError(implausible, SPACING_RANGE)
-    return sx, sy
-
-
-def _location(value: Any) -> tuple[float, float, float]:
-    x, y, z = _numbers(value, "x, y, z", "normalised to 0..1")
-    if not all(0.0 <= v <= 1.0 for v in (x, y, z)):
-        raise _FieldError(f"expected [x, y, z] each in 0..1, got {_show(value)}")
-    return x, y, z
-
-
-def _window(value: Any) -> tuple[float, float]:
-    low, high = _numbers(value, "min, max", "HU")
-    if not low < high:
-        raise _FieldError(f"expected [min, max] with min below max, got {_show(value)}")
-    return low, high
-
-
-def _coarse_type(value: Any) -> int:
-    names = ", ".join(f"{code} {name!r}" for code, name in COARSE_TYPES.items())
-    if isinstance(value, int) and not isinstance(value, bool) and value in COARSE_TYPES:
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TYPE_CODES:
-        return _TYPE_CODES[value.strip().lower()]
-    raise _FieldError(
-        f"expected a DeepLesion coarse type, a code or a name ({names}); leave the field out "
-        f"when the type is unknown; got {_show(value)}"
-    )
 
 
 # --- lines ----------------------------------------------------------------------------------------
@@ -361,7 +234,7 @@ class _Reader:
             self.problem(line, None, "JSON nested too deep to decode", JSON_DEPTH)
             return
         if not isinstance(obj, dict):
-            self.problem(line, None, f"expected a JSON object (one bookmark), got {_kind(obj)}")
+            self.problem(line, None, f"expected a JSON object (one bookmark), got {kind_of(obj)}")
             return
         self._check_object(line, obj)
 
@@ -385,7 +258,7 @@ class _Reader:
             return _BAD
         try:
             return convert(value)
-        except _FieldError as exc:
+        except FieldError as exc:
             self.problem(line, name, str(exc), exc.rule)
             return _BAD
 
@@ -401,19 +274,21 @@ class _Reader:
                     "unknown field (rejected so that no data is dropped unnoticed); the fields "
                     f"are {', '.join(FIELDS)}",
                 )
-        patient = self._field(line, obj, "patient", _identifier)
-        study = self._field(line, obj, "study", _identifier)
-        study_time = self._field(line, obj, "study_time", partial(_study_time, limits=self.limits))
-        series = self._field(line, obj, "series", _identifier)
+        patient = self._field(line, obj, "patient", read_identifier)
+        study = self._field(line, obj, "study", read_identifier)
+        study_time = self._field(
+            line, obj, "study_time", partial(read_study_time, limits=self.limits)
+        )
+        series = self._field(line, obj, "series", read_identifier)
         image = self._field(line, obj, "image", self._image)
-        long_px = self._field(line, obj, "long_axis_px", _endpoints)
-        short_px = self._field(line, obj, "short_axis_px", _endpoints)
-        spacing = self._field(line, obj, "spacing_mm", partial(_spacing, limits=self.limits))
-        coarse_type = self._field(line, obj, "type", _coarse_type)
-        location = self._field(line, obj, "location", _location)
-        tracking_uid = self._field(line, obj, "tracking_uid", _identifier)
-        tracking_id = self._field(line, obj, "tracking_id", _identifier)
-        window = self._field(line, obj, "window_hu", _window)
+        long_px = self._field(line, obj, "long_axis_px", read_endpoints)
+        short_px = self._field(line, obj, "short_axis_px", read_endpoints)
+        spacing = self._field(line, obj, "spacing_mm", partial(read_spacing, limits=self.limits))
+        coarse_type = self._field(line, obj, "type", read_coarse_type)
+        location = self._field(line, obj, "location", read_location)
+        tracking_uid = self._field(line, obj, "tracking_uid", read_identifier)
+        tracking_id = self._field(line, obj, "tracking_id", read_identifier)
+        window = self._field(line, obj, "window_hu", read_window)
 
         long_mm = short_mm = None
         if spacing is not _BAD:
@@ -483,14 +358,14 @@ class _Reader:
 
     def _image(self, value: Any) -> ImageRef:
         if not isinstance(value, str) or not value.strip():
-            raise _FieldError(f"expected a non-empty path string, got {_show(value)}")
+            raise FieldError(f"expected a non-empty path string, got {shown(value)}")
         # abspath, not resolve(): the path stays the one the export named, symlinks included.
         path = Path(os.path.abspath(self.folder / value.strip()))
         if path not in self._images:
             self._images[path] = check_key_slice_image(path, self.limits)
         refusal = self._images[path].refusal
         if refusal is not None and not (self.allow_missing_images and not path.exists()):
-            raise _FieldError(refusal.reason, refusal.rule)
+            raise FieldError(refusal.reason, refusal.rule)
         return ImageRef(path=str(path))
 
     def _check_inside(self, line: int, image: ImageRef, axes: tuple[tuple[str, Any], ...]) -> None:

@@ -12,7 +12,8 @@ Browser at ``/browser/``. One *instance* is one data directory:
     DATA_DIR/logs/           neo4j.log, debug.log, console.log
     DATA_DIR/run/neo4j.pid
 
-It listens on 127.0.0.1 only: Bolt, and HTTP for Neo4j Browser unless ``browser=False``.
+The jars and Java come from :mod:`lesionkg.db.distribution`. It listens on 127.0.0.1
+only: Bolt, and HTTP for Neo4j Browser unless ``browser=False``.
 
 Secrets and files: the generated password never appears in a process's arguments or
 environment (``neo4j-admin dbms set-initial-password`` reads it from its standard input through
@@ -25,34 +26,32 @@ any network address (``internal.dbms.cypher_ip_blocklist`` holds every IPv4 and 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import re
 import secrets
-import shutil
 import socket
 import stat
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from lesionkg.config.instance import Instance, instance_file, read_instance, write_private
-from lesionkg.config.paths import cache_dir
 from lesionkg.config.process import pid_alive, read_pid, stop_process
 from lesionkg.core.errors import ServerError
+from lesionkg.db.distribution import (
+    NEO4J_VERSION,
+    check_java,
+    install,
+    install_browser,
+)
 
 log = logging.getLogger(__name__)
 
-#: The one place the Neo4j version is pinned (docker-compose.yml's image tag is checked against it).
-NEO4J_VERSION = "5.26.25"
-#: Neo4j Browser as published on Maven Central (org.neo4j.client:neo4j-browser).
-BROWSER_VERSION = "5.24.0"
-MIN_JAVA = 17
 #: The HTTP port tried first for Neo4j Browser when none is given.
 DEFAULT_HTTP_PORT = 7474
 #: Where ``:play`` guides may come from: the lesion explorer (``lesionkg serve``) on its default
@@ -63,20 +62,6 @@ DEFAULT_GUIDE_HOSTS: tuple[str, ...] = ("http://127.0.0.1:8000",)
 GUIDE_RESOURCE = ("guide", "lesionkg.html")
 #: ``LOAD CSV`` may reach no address at all: every IPv4 and every IPv6 network.
 _BLOCK_ALL_IPS = "0.0.0.0/0,::/0"
-
-_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>lesionkg.local</groupId><artifactId>{name}</artifactId><version>1</version>
-  <dependencies>
-{dependencies}
-  </dependencies>
-</project>
-"""
-
-_DEPENDENCY = (
-    "    <dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>"
-    "<version>{version}</version></dependency>"
-)
 
 # The JVM flags Neo4j's own launcher adds by default, minus the GC log and debug ones.
 _JVM_FLAGS = [
@@ -134,103 +119,6 @@ def guide_html() -> str:
 
 def _pid_file(data_dir: Path) -> Path:
     return data_dir / "run" / "neo4j.pid"
-
-
-def check_java() -> str:
-    """Path of a Java >= 17 binary (``$JAVA_HOME/bin/java`` first), else :class:`ServerError`."""
-    home = os.environ.get("JAVA_HOME")
-    java = str(Path(home) / "bin" / "java") if home and (Path(home) / "bin/java").exists() else None
-    java = java or shutil.which("java")
-    if java is None:
-        raise ServerError(
-            f"Java not found: Neo4j {NEO4J_VERSION} needs Java {MIN_JAVA} or newer "
-            "(apt-get install openjdk-17-jre-headless, or set JAVA_HOME)"
-        )
-    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
-    major = int(match.group(1)) if match else 0
-    if major == 1 and match and match.group(2):  # "1.8.0" style
-        major = int(match.group(2))
-    if major < MIN_JAVA:
-        raise ServerError(f"{java} is Java {major}; Neo4j {NEO4J_VERSION} needs Java {MIN_JAVA}+")
-    return java
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (created if missing), so concurrent fetches take turns."""
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _fetch(root: Path, what: str, artifacts: Sequence[tuple[str, str, str]]) -> Path:
-    """Fetch ``artifacts`` (group, artifact, version) and their runtime dependencies with Maven
-    once into ``root/lib``; returns that folder."""
-    lib = root / "lib"
-    done = root / ".complete"
-    if done.exists():
-        return lib
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise ServerError(
-            f"Maven (mvn) not found: it fetches {what} from Maven Central once "
-            f"into {root} (apt-get install maven)"
-        )
-    root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / ".lock"):
-        if done.exists():  # another process fetched it while this one waited
-            return lib
-        dependencies = "\n".join(
-            _DEPENDENCY.format(group=g, artifact=a, version=v) for g, a, v in artifacts
-        )
-        (root / "pom.xml").write_text(_POM.format(name=root.name, dependencies=dependencies))
-        staging = root / "lib.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        cmd = [
-            mvn,
-            "-B",
-            "-q",
-            "-f",
-            str(root / "pom.xml"),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={staging}",
-            "-DincludeScope=runtime",
-        ]
-        log.info("fetching %s from Maven Central into %s", what, root)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = (proc.stdout + proc.stderr)[-2000:]
-            raise ServerError(f"Maven could not fetch {what}:\n{tail}")
-        shutil.rmtree(lib, ignore_errors=True)
-        staging.rename(lib)  # atomic: a half-fetched folder is never taken for a complete one
-        done.write_text(" ".join(":".join(a) for a in artifacts) + "\n")
-    return lib
-
-
-def install(cache: Path | None = None) -> Path:
-    """Fetch the Neo4j jars with Maven once; returns the folder of jars (the classpath)."""
-    return _fetch(
-        (cache or cache_dir()) / f"neo4j-{NEO4J_VERSION}",
-        f"Neo4j {NEO4J_VERSION}",
-        [("org.neo4j", "neo4j", NEO4J_VERSION), ("org.neo4j", "neo4j-bolt", NEO4J_VERSION)],
-    )
-
-
-def install_browser(cache: Path | None = None) -> Path:
-    """Fetch the Neo4j Browser jar with Maven once; returns its folder (added to the classpath).
-
-    A folder of its own beside the server's jars, so that a cache filled before the Browser was
-    added is completed without touching the jars a running server reads.
-    """
-    return _fetch(
-        (cache or cache_dir()) / f"neo4j-browser-{BROWSER_VERSION}",
-        f"Neo4j Browser {BROWSER_VERSION}",
-        [("org.neo4j.client", "neo4j-browser", BROWSER_VERSION)],
-    )
 
 
 def _port_in_use(port: int) -> bool:

@@ -23,11 +23,8 @@ from pydicom.uid import generate_uid
 from lesionkg.core.errors import InvalidInputError
 from lesionkg.core.records import Bookmark, ImageRef
 from lesionkg.loaders.ct import CTIndex, index_ct_images
-from lesionkg.loaders.dicom_sr import (
-    MeasurementReportResult,
-    read_measurement_report,
-    study_datetime_iso,
-)
+from lesionkg.loaders.dicom_sr import MeasurementReportResult, read_measurement_report
+from lesionkg.loaders.sr_document import study_datetime_iso
 from lesionkg.synthetic.dicom import (
     ACCESSION,
     BIRTH_DATE,
