@@ -14,7 +14,7 @@ from lesionkg.cli.options import (
     device_option,
     neighbours_option,
 )
-from lesionkg.cli.output import emit
+from lesionkg.cli.output import emit, show_progress
 from lesionkg.core.errors import LesionKGError
 from lesionkg.core.limits import InputLimits
 
@@ -183,6 +183,8 @@ def etl_cmd(
         if inbox is not None:
             from lesionkg.etl.inbox import watch_inbox
 
+            if not quiet:
+                click.echo(f"watching {inbox} every {poll_s:g} s (Ctrl-C to stop)", err=True)
             summary = watch_inbox(
                 driver,
                 inbox,
@@ -190,7 +192,7 @@ def etl_cmd(
                 options=options,
                 poll_s=poll_s,
                 max_entries=max_entries,
-                progress=not quiet,
+                on_entry=None if quiet else show_progress,
             )
         else:
             summary = run_etl(driver, paths, database=database, options=options, progress=not quiet)

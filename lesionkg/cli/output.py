@@ -16,10 +16,12 @@ if TYPE_CHECKING:
     from lesionkg.db.queries import QueryResult
 
 
-class Result(Protocol):
-    def as_dict(self) -> Mapping[str, Any]: ...
-
+class Described(Protocol):
     def describe(self) -> str: ...
+
+
+class Result(Described, Protocol):
+    def as_dict(self) -> Mapping[str, Any]: ...
 
 
 def emit(result: Result, fmt: str, *, indent: int | None = None) -> None:
@@ -35,6 +37,11 @@ def emit_each(results: Iterable[Result], fmt: str, *, indent: int | None = None)
         return
     for r in items:
         click.echo(r.describe())
+
+
+def show_progress(result: Described) -> None:
+    """A line of progress (a watched inbox's entry) on standard error, apart from the results."""
+    click.echo(result.describe(), err=True)
 
 
 def emit_rows(rows: QueryResult | list[dict[str, Any]], fmt: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from lesionkg.cli.options import connected
-from lesionkg.cli.output import emit
+from lesionkg.cli.output import emit, show_progress
 from lesionkg.core.errors import LesionKGError
 from lesionkg.etl.options import EtlOptions
 
@@ -81,7 +81,7 @@ def receive(
             options=options,
             poll_s=poll_s,
             max_entries=max_entries,
-            progress=not quiet,
+            on_entry=None if quiet else show_progress,
         )
     emit(summary, fmt)
     if summary.rejected_files or summary.rejected:

@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +50,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from lesionkg.db.driver import Driver
+from lesionkg.etl.inbox import EntryResult, watch_inbox
 from lesionkg.etl.options import EtlOptions
 from lesionkg.etl.report import EtlSummary
 from lesionkg.loaders.ct import CT_SOP_CLASSES
@@ -240,12 +242,11 @@ def listen(
     poll_s: float = 1.0,
     max_entries: int | None = None,
     stop: threading.Event | None = None,
-    progress: bool = True,
+    on_entry: Callable[[EntryResult], None] | None = None,
 ) -> EtlSummary:
     """Receive over DICOM into ``inbox`` and import what arrives, until ``stop``, ``max_entries``
-    inbox entries, or Ctrl-C; the import's summary."""
-    from lesionkg.etl.inbox import watch_inbox
-
+    inbox entries, or Ctrl-C; the import's summary. ``on_entry`` is called after each inbox
+    entry."""
     inbox = Path(inbox)
     inbox.mkdir(parents=True, exist_ok=True)
     (inbox / "done").mkdir(exist_ok=True)
@@ -261,5 +262,5 @@ def listen(
             poll_s=poll_s,
             max_entries=max_entries,
             stop=stop,
-            progress=progress,
+            on_entry=on_entry,
         )

@@ -3,6 +3,7 @@ of scores to normalised z, and what a run did (:class:`SSBRResult`)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -30,6 +31,8 @@ from lesionkg.model.ssbr.config import (
 from lesionkg.model.ssbr.losses import ssbr_loss
 from lesionkg.model.ssbr.network import SSBRNet, score_batches
 from lesionkg.model.ssbr.volumes import SliceStore, VolumeScan, sample_group, scan_volumes
+
+log = logging.getLogger(__name__)
 
 
 def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
@@ -190,10 +193,7 @@ def _load_optimizer_state(directory: Path, step: int) -> dict[str, Any] | None:
         raise ModelError(f"{path}: cannot load the optimizer state: {exc}") from exc
     if not isinstance(saved, dict) or saved.get("step") != step:
         # A crash between writing optimizer.pt and config.json: fresh momentum is harmless.
-        print(
-            f"warning: {path}: not from step {step}; continuing with fresh SGD momentum",
-            file=sys.stderr,
-        )
+        log.warning("%s: not from step %d; continuing with fresh SGD momentum", path, step)
         return None
     return saved["optimizer"]
 
@@ -262,8 +262,7 @@ def train_ssbr(
         state = _load_optimizer_state(out_dir, start_step)
         if state is not None:
             optimizer.load_state_dict(state)
-        if progress:
-            print(f"continuing {out_dir} from step {start_step}", file=sys.stderr)
+        log.info("continuing %s from step %d", out_dir, start_step)
 
     calibration = existing.config.get("calibration") if existing is not None else None
     metrics.update(
@@ -339,8 +338,7 @@ def train_ssbr(
             sha = save(None)
     bar.close()
     if steps_run or calibration is None or existing is None:
-        if progress:
-            print("calibrating on training slices ...", file=sys.stderr)
+        log.info("calibrating on training slices")
         calibration = _calibrate(network, scan, store, config, device)
         metrics["seconds_per_step"] = metrics["seconds"] / max(1, metrics["step"])
         sha = save(calibration)

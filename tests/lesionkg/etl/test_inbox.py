@@ -4,6 +4,7 @@ and their bookmarks in the real Neo4j."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -70,7 +71,6 @@ def run_watch(inbox: Path, options: EtlOptions, driver, entries: int) -> tuple:
         poll_s=0.05,
         max_entries=entries,
         on_entry=results.append,
-        progress=False,
     )
     return summary, results
 
@@ -124,6 +124,10 @@ def test_an_entry_dropped_again_is_a_duplicate(empty_graph, tmp_path: Path) -> N
     summary, results = run_watch(inbox, options, empty_graph, entries=1)
     assert (summary.accepted, summary.duplicates) == (0, 1)
     assert results[0].destination == DONE
+    # The line the CLI shows for it (on standard error) says where it went and what it gave.
+    assert re.fullmatch(
+        r"done: one\.jsonl 0 new, 1 duplicates \(\d+\.\d\d s\)", results[0].describe()
+    )
     # The second copy does not overwrite the first in done/.
     assert len(list((inbox / DONE).glob("one.jsonl*"))) == 2
 
@@ -136,7 +140,7 @@ def test_one_watcher_per_inbox(empty_graph, tmp_path: Path) -> None:
     first = threading.Thread(
         target=watch_inbox,
         args=(empty_graph, inbox),
-        kwargs={"options": options, "poll_s": 0.05, "stop": stop, "progress": False},
+        kwargs={"options": options, "poll_s": 0.05, "stop": stop},
     )
     first.start()
     try:
@@ -145,7 +149,7 @@ def test_one_watcher_per_inbox(empty_graph, tmp_path: Path) -> None:
             time.sleep(0.05)
         time.sleep(0.5)
         with pytest.raises(ConfigurationError, match="already serves"):
-            watch_inbox(empty_graph, inbox, options=options, max_entries=1, progress=False)
+            watch_inbox(empty_graph, inbox, options=options, max_entries=1)
     finally:
         stop.set()
         first.join(timeout=30)

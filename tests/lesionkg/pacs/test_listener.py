@@ -125,7 +125,6 @@ def test_a_pushed_study_reaches_the_graph(empty_graph, tmp_path):
                 options=options,
                 poll_s=0.2,
                 stop=stop,
-                progress=False,
             )
         )
     )
