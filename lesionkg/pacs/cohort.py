@@ -17,20 +17,18 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from lesionkg.synthetic.dicom import (
     LONG_AXIS,
-    LUNG,
     MM,
-    NODULE,
     SHORT_AXIS,
     SPACING_YX,
+    group,
     measurement,
+    write_report,
     write_synthetic_ct,
 )
 
@@ -66,37 +64,11 @@ def _report(
             (x1, y1), (x2, y2) = pts
             mm = math.hypot((x2 - x1) * sx, (y2 - y1) * sy)
             items.append(measurement(name, round(mm, 2), MM, key, pts))
-        groups.append(
-            hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=label),
-                finding_type=NODULE,
-                finding_sites=[hd.sr.FindingSite(LUNG)],
-                measurements=items,
-            )
-        )
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Person,
-        observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
-            name="SYNTHETIC^READER"
-        ),
-    )
-    report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_person_context=observer),
-        procedure_reported=codes.LN.CTUnspecifiedBodyRegion,
-        imaging_measurements=groups,
-    )
+        groups.append(group(items, uid, label=label))
+    # highdicom warns about the SYNTHETIC names it copies from the CT; they are meant that way.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        sr = hd.sr.Comprehensive3DSR(
-            evidence=[key],
-            content=report,
-            series_instance_uid=generate_uid(),
-            series_number=100,
-            sop_instance_uid=generate_uid(),
-            instance_number=1,
-            manufacturer="LesionKG tests (SYNTHETIC)",
-        )
-    sr.save_as(path)
+        write_report(path, key, groups)
 
 
 def write_pacs_cohort(

@@ -123,9 +123,10 @@ def group(
     *,
     finding: Code = NODULE,
     site: Code = LUNG,
+    label: str = "Lesion 1",
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier="Lesion 1"),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier=label),
         finding_type=finding,
         finding_sites=[hd.sr.FindingSite(site)],
         measurements=measurements,
