@@ -3,16 +3,16 @@ notebooks and other tools. Errors are JSON ``{"error", "detail", "fields"?}`` wi
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 
 from lesionkg.db.statements import queries
 from lesionkg.web import console, content, lookups
-from lesionkg.web.pages import Unit, cohort_filter
+from lesionkg.web.pages import CohortQuery, SimilarQuery
 from lesionkg.web.state import BadParameter, NotFound, explorer_of
 
 router = APIRouter(prefix="/api", tags=["explorer"])
@@ -30,41 +30,19 @@ def overview(request: Request) -> dict[str, Any]:
     return content.overview(explorer_of(request))
 
 
+def page_size(per_page: Annotated[int, Query(ge=1, le=200)] = 25) -> int:
+    """How many lesions a page of ``/api/cohort`` holds.
+
+    A dependency rather than a parameter of the route: FastAPI lists a route's own parameters
+    before its dependencies', and the schema has always listed ``per_page`` after ``page``."""
+    return per_page
+
+
 @router.get("/cohort", summary="Lesions matching the cohort filter, one page, largest first")
 def cohort(
-    request: Request,
-    type: Annotated[str | None, Query(description="coarse type code 1..8 or name")] = None,
-    type_source: Annotated[str, Query(description="either, given or predicted")] = "either",
-    min_mm: Annotated[float, Query(ge=0.0)] = 0.0,
-    max_mm: Annotated[float, Query(ge=0.0)] = 10_000.0,
-    x_min: Unit = None,
-    x_max: Unit = None,
-    y_min: Unit = None,
-    y_max: Unit = None,
-    z_min: Unit = None,
-    z_max: Unit = None,
-    min_studies: Annotated[int, Query(ge=1)] = 1,
-    dataset: str | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=200)] = 25,
+    request: Request, flt: CohortQuery, per_page: Annotated[int, Depends(page_size)]
 ) -> dict[str, Any]:
-    flt = cohort_filter(
-        type,
-        type_source,
-        min_mm,
-        max_mm,
-        x_min,
-        x_max,
-        y_min,
-        y_max,
-        z_min,
-        z_max,
-        min_studies,
-        dataset,
-        page,
-        per_page,
-    )
-    return content.cohort(explorer_of(request), flt)
+    return content.cohort(explorer_of(request), replace(flt, per_page=per_page))
 
 
 @router.get("/patients/{patient_id}", summary="A patient: studies, tracks, response, similar")
@@ -93,22 +71,8 @@ def lesion(request: Request, lesion_id: str) -> dict[str, Any]:
 
 
 @router.get("/lesions/{lesion_id}/similar", summary="Nearest lesions of other patients")
-def similar(
-    request: Request,
-    lesion_id: str,
-    space: str = "cues",
-    k: Annotated[int, Query(ge=1, le=content.MAX_K)] = 10,
-    type: str | None = None,
-    min_mm: Annotated[float, Query(ge=0.0)] = 0.0,
-) -> dict[str, Any]:
-    return content.similar(
-        explorer_of(request),
-        lesion_id,
-        space=space,
-        k=k,
-        coarse_type=content.parse_type(type),
-        min_mm=min_mm,
-    )
+def similar(request: Request, lesion_id: str, search: SimilarQuery) -> dict[str, Any]:
+    return search.run(explorer_of(request), lesion_id)
 
 
 @router.get("/queries", summary="The named queries and their parameters")

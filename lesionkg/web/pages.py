@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from lesionkg.web import charts, content, lookups
-from lesionkg.web.state import BadParameter, NotFound, explorer_of, templates
+from lesionkg.web.state import BadParameter, Explorer, NotFound, explorer_of, templates
 
 router = APIRouter(include_in_schema=False)
 
@@ -22,54 +23,8 @@ Unit = Annotated[float | None, Query(ge=0.0, le=1.0)]
 
 
 def cohort_filter(
-    type: str | None = None,
-    type_source: str = "either",
-    min_mm: float = 0.0,
-    max_mm: float = 10_000.0,
-    x_min: float | None = None,
-    x_max: float | None = None,
-    y_min: float | None = None,
-    y_max: float | None = None,
-    z_min: float | None = None,
-    z_max: float | None = None,
-    min_studies: int = 1,
-    dataset: str | None = None,
-    page: int = 1,
-    per_page: int = 25,
-) -> lookups.CohortFilter:
-    """The cohort filter from request parameters; the box applies when any edge is given."""
-    edges = (x_min, x_max, y_min, y_max, z_min, z_max)
-    box = None
-    if any(e is not None for e in edges):
-        lo_hi = (0.0, 1.0, 0.0, 1.0, 0.0, 1.0)
-        x0, x1, y0, y1, z0, z1 = (
-            float(e) if e is not None else d for e, d in zip(edges, lo_hi, strict=True)
-        )
-        box = (x0, x1, y0, y1, z0, z1)
-    if page < 1:
-        raise BadParameter("page", "must be at least 1")
-    if not 1 <= per_page <= 200:
-        raise BadParameter("per_page", "expected 1..200")
-    if min_mm < 0:
-        raise BadParameter("min_mm", "must not be negative")
-    return lookups.CohortFilter(
-        coarse_type=content.parse_type(type),
-        type_source=type_source,
-        min_mm=min_mm,
-        max_mm=max_mm,
-        box=box,
-        min_studies=min_studies,
-        dataset=dataset or None,
-        page=page,
-        per_page=per_page,
-    )
-
-
-@router.get("/")
-def overview_page(
-    request: Request,
-    type: str | None = None,
-    type_source: str = "either",
+    type: Annotated[str | None, Query(description="coarse type code 1..8 or name")] = None,
+    type_source: Annotated[str, Query(description="either, given or predicted")] = "either",
     min_mm: Annotated[float, Query(ge=0.0)] = 0.0,
     max_mm: Annotated[float, Query(ge=0.0)] = 10_000.0,
     x_min: Unit = None,
@@ -81,23 +36,74 @@ def overview_page(
     min_studies: Annotated[int, Query(ge=1)] = 1,
     dataset: str | None = None,
     page: Annotated[int, Query(ge=1)] = 1,
-) -> Response:
-    explorer = explorer_of(request)
-    flt = cohort_filter(
-        type,
-        type_source,
-        min_mm,
-        max_mm,
-        x_min,
-        x_max,
-        y_min,
-        y_max,
-        z_min,
-        z_max,
-        min_studies,
-        dataset,
-        page,
+) -> lookups.CohortFilter:
+    """The cohort filter from request parameters; the box applies when any edge is given.
+
+    A dependency of the overview page and of ``/api/cohort``, so that both take the same
+    parameters with the same checks. The page size is the filter's default (the page's rows);
+    the API sets its own ``per_page`` on top."""
+    edges = (x_min, x_max, y_min, y_max, z_min, z_max)
+    box = None
+    if any(e is not None for e in edges):
+        lo_hi = (0.0, 1.0, 0.0, 1.0, 0.0, 1.0)
+        x0, x1, y0, y1, z0, z1 = (
+            float(e) if e is not None else d for e, d in zip(edges, lo_hi, strict=True)
+        )
+        box = (x0, x1, y0, y1, z0, z1)
+    return lookups.CohortFilter(
+        coarse_type=content.parse_type(type),
+        type_source=type_source,
+        min_mm=min_mm,
+        max_mm=max_mm,
+        box=box,
+        min_studies=min_studies,
+        dataset=dataset or None,
+        page=page,
     )
+
+
+CohortQuery = Annotated[lookups.CohortFilter, Depends(cohort_filter)]
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarSearch:
+    """Which lesions of other patients the lesion page's gallery and ``/api/lesions/{id}/similar``
+    list: the embedding space, how many, and an optional coarse type and least size."""
+
+    space: str
+    k: int
+    type: str | None
+    min_mm: float
+
+    def run(self, explorer: Explorer, lesion_id: str) -> dict[str, Any]:
+        # The type is parsed here rather than in similar_search so that each route keeps its
+        # order of checks: the page says 404 for an unknown lesion before it looks at the type.
+        return content.similar(
+            explorer,
+            lesion_id,
+            space=self.space,
+            k=self.k,
+            coarse_type=content.parse_type(self.type),
+            min_mm=self.min_mm,
+        )
+
+
+def similar_search(
+    space: str = "cues",
+    k: Annotated[int, Query(ge=1, le=content.MAX_K)] = 10,
+    type: str | None = None,
+    min_mm: Annotated[float, Query(ge=0.0)] = 0.0,
+) -> SimilarSearch:
+    """The similar-lesions search from request parameters (a dependency of both routes)."""
+    return SimilarSearch(space=space, k=k, type=type, min_mm=min_mm)
+
+
+SimilarQuery = Annotated[SimilarSearch, Depends(similar_search)]
+
+
+@router.get("/")
+def overview_page(request: Request, flt: CohortQuery) -> Response:
+    explorer = explorer_of(request)
     stats = content.overview(explorer)
     result = content.cohort(explorer, flt)
 
@@ -161,19 +167,10 @@ def patient_page(request: Request, patient_id: str, space: str = "cues") -> Resp
 
 
 @router.get("/lesion/{lesion_id}")
-def lesion_page(
-    request: Request,
-    lesion_id: str,
-    space: str = "cues",
-    k: Annotated[int, Query(ge=1, le=content.MAX_K)] = 10,
-    type: str | None = None,
-    min_mm: Annotated[float, Query(ge=0.0)] = 0.0,
-) -> Response:
+def lesion_page(request: Request, lesion_id: str, similar: SimilarQuery) -> Response:
     explorer = explorer_of(request)
     data = content.lesion(explorer, lesion_id)
-    gallery = content.similar(
-        explorer, lesion_id, space=space, k=k, coarse_type=content.parse_type(type), min_mm=min_mm
-    )
+    gallery = similar.run(explorer, lesion_id)
     return templates().TemplateResponse(
         request,
         "lesion.html",
@@ -181,8 +178,8 @@ def lesion_page(
             **data,
             "gallery": gallery,
             "spaces": content.SPACES,
-            "type_filter": type or "",
-            "min_mm": min_mm,
+            "type_filter": similar.type or "",
+            "min_mm": similar.min_mm,
             "type_names": list(content.COARSE_TYPES.values()),
         },
     )
