@@ -21,7 +21,10 @@ SHORT_AXIS = "Short Axis"
 LENGTH = "Length"
 DIAMETER = "Diameter"
 
-#: coded planar length concepts, (coding scheme, code value), SNOMED CT and legacy SNOMED-RT
+#: coded planar length concepts, (coding scheme, code value), SNOMED CT and legacy SNOMED-RT.
+#: TID 1500 measurements code their lengths the same way: :mod:`lesionkg.loaders.sr_content` reads
+#: this table too. It lives here because this module imports nothing heavy (sr_content pulls in
+#: highdicom, which sniffing an AIM file at discovery should not load).
 LENGTH_CODES: dict[tuple[str, str], str] = {
     ("SCT", "103339001"): LONG_AXIS,
     ("SRT", "G-A185"): LONG_AXIS,
@@ -174,6 +177,51 @@ def parse_number(text: str | None, element: str) -> float:
     if value != value or value in (float("inf"), float("-inf")):
         raise AimFormatError(element, f"'{text}' is not a finite number")
     return value
+
+
+def parse_length_value(
+    role: str | None,
+    meaning: str,
+    raw: str | None,
+    element: str,
+    number_element: str | None = None,
+) -> float | None:
+    """The value of a calculation that is a planar length (``role``); None for any other.
+
+    Only lengths are read: a malformed HU mean beside a good length is not our business. A length
+    without a value is an AimFormatError at ``element``; a malformed one names ``number_element``
+    (v3 keeps the value in an attribute, ``.../@value``), by default ``element`` too.
+    """
+    if role is None:
+        return None
+    if raw is None:
+        raise AimFormatError(element, f"the {meaning} calculation has no value")
+    return parse_number(raw, number_element or element)
+
+
+def missing_result(meaning: str, element: str) -> AimFormatError:
+    """The error for a planar length calculation (``meaning``) that has no result at all."""
+    return AimFormatError(element, f"the {meaning} calculation has no result")
+
+
+def parse_point(
+    index: str | None, x: str | None, y: str | None, position: int, prefix: str
+) -> tuple[float, tuple[float, float]]:
+    """(order, (x, y)) of a two-dimensional spatial coordinate, for :func:`order_points`.
+
+    The order is its coordinateIndex, else its 1-based ``position`` in the file. ``prefix`` plus a
+    field's name is where a malformed number is: ``.../SpatialCoordinate[1]/@`` for v3 attributes,
+    ``.../TwoDimensionSpatialCoordinate[1]/`` for v4 elements.
+    """
+    order = parse_number(index, f"{prefix}coordinateIndex") if index is not None else position
+    return order, (parse_number(x, f"{prefix}x"), parse_number(y, f"{prefix}y"))
+
+
+def order_points(
+    indexed: list[tuple[float, tuple[float, float]]],
+) -> tuple[tuple[float, float], ...]:
+    """The points of :func:`parse_point` by their order; equal indexes keep file order."""
+    return tuple(point for _, point in sorted(indexed, key=lambda item: item[0]))
 
 
 def parse_frame(text: str | None, element: str) -> int | None:

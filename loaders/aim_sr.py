@@ -34,8 +34,9 @@ from lesionkg.loaders.aim_model import (
     AimShape,
     iso_timestamp,
     length_role,
+    missing_result,
     parse_frame,
-    parse_number,
+    parse_length_value,
     standard_meaning,
 )
 
@@ -173,9 +174,7 @@ def _calculation(item: Any, at: str) -> AimCalculation:
     meaning = next((n for n in names if n), "calculation")
     if value_item is None:
         if role is not None:
-            raise AimFormatError(
-                f"{at}/Calculation Result", f"the {meaning} calculation has no result"
-            )
+            raise missing_result(meaning, f"{at}/Calculation Result")
         return AimCalculation(at, None, meaning, None, "")
     measured = value_item.get("MeasuredValueSequence") or []
     unit = ""
@@ -185,13 +184,9 @@ def _calculation(item: Any, at: str) -> AimCalculation:
         units = measured[0].get("MeasurementUnitsCodeSequence") or []
         if units:
             unit = str(units[0].get("CodeValue", "") or "")
-    value = None
-    if role is not None:
-        if raw is None:
-            raise AimFormatError(
-                f"{at}/Calculation Result", f"the {meaning} calculation has no value"
-            )
-        value = parse_number(str(raw), f"{at}/Calculation Result")
+    value = parse_length_value(
+        role, meaning, None if raw is None else str(raw), f"{at}/Calculation Result"
+    )
     return AimCalculation(at, role, meaning, value, unit)
 
 

@@ -21,14 +21,19 @@ from lesionkg.loaders.aim_model import (
     AimShape,
     iso_timestamp,
     length_role,
+    missing_result,
+    order_points,
     parse_frame,
-    parse_number,
+    parse_length_value,
+    parse_point,
     standard_meaning,
     study_datetime,
 )
 
 #: the AIM v4 XML namespace (AIM_v4_rv44_XML.xsd targetNamespace; ePAD writes it too)
 NAMESPACE_V4 = "gme://caCORE.caCORE/4.4/edu.northwestern.radiology.AIM"
+#: the tree's key for ``xsi:type``, whichever encoding (XML attribute, JSON key) it came from
+XSI_TYPE = "xsi_type"
 
 Tree = dict[str, Any]
 
@@ -39,7 +44,7 @@ def normalise_key(key: str) -> str | None:
     if key == "xmlns" or key.startswith("xmlns:"):
         return None
     if key == "xsi:type":
-        return "xsi_type"
+        return XSI_TYPE
     return key.split(":", 1)[1] if ":" in key else key
 
 
@@ -87,7 +92,7 @@ def attr(node: Tree | None, key: str, name: str = "value") -> str | None:
 
 
 def shape_kind(node: Tree) -> str:
-    kind = str(node.get("xsi_type") or "")
+    kind = str(node.get(XSI_TYPE) or "")
     return kind.split(":", 1)[-1]
 
 
@@ -190,15 +195,9 @@ def _calculations(annotation: Tree, where: str) -> tuple[AimCalculation, ...]:
                 data = one(one(result, "calculationDataCollection"), "CalculationData")
                 raw = attr(data, "value")
                 vat = f"{rat}/calculationDataCollection/CalculationData[1]/value"
-            # Only lengths are read; a malformed HU mean beside a good length is not our business.
-            if role is not None:
-                if raw is None:
-                    raise AimFormatError(vat, f"the {meaning} calculation has no value")
-                value = parse_number(raw, vat)
+            value = parse_length_value(role, meaning, raw, vat)
         elif role is not None:
-            raise AimFormatError(
-                f"{at}/calculationResultCollection", f"the {meaning} calculation has no result"
-            )
+            raise missing_result(meaning, f"{at}/calculationResultCollection")
         uid = attr(calc, "uniqueIdentifier", "root")
         out.append(AimCalculation(at, role, meaning, value, unit, refs.get(uid or "", ())))
     return tuple(out)
@@ -216,14 +215,12 @@ def _shapes(annotation: Tree, where: str) -> tuple[AimShape, ...]:
         indexed = []
         for p, coord in enumerate(coords, 1):
             cat = f"{at}/twoDimensionSpatialCoordinateCollection/TwoDimensionSpatialCoordinate[{p}]"
-            index = attr(coord, "coordinateIndex")
-            order = parse_number(index, f"{cat}/coordinateIndex") if index is not None else p
-            point = (
-                parse_number(attr(coord, "x"), f"{cat}/x"),
-                parse_number(attr(coord, "y"), f"{cat}/y"),
+            indexed.append(
+                parse_point(
+                    attr(coord, "coordinateIndex"), attr(coord, "x"), attr(coord, "y"), p, f"{cat}/"
+                )
             )
-            indexed.append((order, point))
-        points = tuple(point for _, point in sorted(indexed, key=lambda item: item[0]))
+        points = order_points(indexed)
         out.append(
             AimShape(
                 element=at,

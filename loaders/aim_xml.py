@@ -25,12 +25,15 @@ from lesionkg.loaders.aim_model import (
     AimShape,
     iso_timestamp,
     length_role,
+    missing_result,
+    order_points,
     parse_frame,
-    parse_number,
+    parse_length_value,
+    parse_point,
     standard_meaning,
     study_datetime,
 )
-from lesionkg.loaders.aim_v4 import NAMESPACE_V4, Tree, read_collection
+from lesionkg.loaders.aim_v4 import NAMESPACE_V4, XSI_TYPE, Tree, read_collection
 
 #: the AIM v3 XML namespace (AIM_v3_rv11_XML.xsd targetNamespace)
 NAMESPACE_V3 = "gme://caCORE.caCORE/3.2/edu.northwestern.radiology.AIM"
@@ -78,7 +81,7 @@ def to_tree(element: ET.Element) -> Tree:
     node: Tree = {}
     for key, value in element.attrib.items():
         if key == _XSI_TYPE:
-            node["xsi_type"] = value
+            node[XSI_TYPE] = value
         else:
             node[split_tag(key)[1]] = value
     for child in element:
@@ -160,17 +163,10 @@ def _v3_calculations(annotation: ET.Element, where: str) -> tuple[AimCalculation
                 f"{at}/calculationResultCollection/CalculationResult[1]/"
                 "calculationDataCollection/CalculationData[1]"
             )
-            if role is not None:
-                if not data or _attr(data[0], "value") is None:
-                    raise AimFormatError(
-                        vat, f"the {meaning or description} calculation has no value"
-                    )
-                value = parse_number(_attr(data[0], "value"), f"{vat}/@value")
+            raw = _attr(data[0], "value") if data else None
+            value = parse_length_value(role, meaning or description, raw, vat, f"{vat}/@value")
         elif role is not None:
-            raise AimFormatError(
-                f"{at}/calculationResultCollection",
-                f"the {meaning or description} calculation has no result",
-            )
+            raise missing_result(meaning or description, f"{at}/calculationResultCollection")
         out.append(
             AimCalculation(at, role, meaning or description or "calculation", value, unit, refs)
         )
@@ -190,13 +186,15 @@ def _v3_shapes(annotation: ET.Element, where: str) -> tuple[AimShape, ...]:
             cat = f"{at}/spatialCoordinateCollection/SpatialCoordinate[{p}]"
             if (coord.get(_XSI_TYPE) or "").endswith("ThreeDimensionSpatialCoordinate"):
                 continue  # patient coordinates: no pixels to measure on
-            index = _attr(coord, "coordinateIndex")
-            order = parse_number(index, f"{cat}/@coordinateIndex") if index is not None else p
-            point = (
-                parse_number(_attr(coord, "x"), f"{cat}/@x"),
-                parse_number(_attr(coord, "y"), f"{cat}/@y"),
+            indexed.append(
+                parse_point(
+                    _attr(coord, "coordinateIndex"),
+                    _attr(coord, "x"),
+                    _attr(coord, "y"),
+                    p,
+                    f"{cat}/@",
+                )
             )
-            indexed.append((order, point))
             image_uid = image_uid or _attr(coord, "imageReferenceUID")
             frame = frame or parse_frame(
                 _attr(coord, "referencedFrameNumber"), f"{cat}/@referencedFrameNumber"
@@ -206,7 +204,7 @@ def _v3_shapes(annotation: ET.Element, where: str) -> tuple[AimShape, ...]:
                 element=at,
                 ref=_attr(shape, "shapeIdentifier"),
                 kind=kind,
-                points=tuple(point for _, point in sorted(indexed, key=lambda item: item[0])),
+                points=order_points(indexed),
                 image_uid=image_uid,
                 frame=frame,
             )

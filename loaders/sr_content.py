@@ -14,23 +14,14 @@ from pydicom.dataset import Dataset
 from lesionkg.core.errors import InvalidInputError, Problem
 from lesionkg.core.limits import LENGTH_NOT_POSITIVE
 
-LONG_AXIS = "Long Axis"
-SHORT_AXIS = "Short Axis"
-LENGTH = "Length"
-DIAMETER = "Diameter"
-
-#: (coding scheme, code value) of the planar length concepts read, both SNOMED CT and the legacy
-#: SNOMED-RT (SRT) codes that older viewers still write
-LENGTH_CONCEPTS: dict[tuple[str, str], str] = {
-    ("SCT", "103339001"): LONG_AXIS,
-    ("SRT", "G-A185"): LONG_AXIS,
-    ("SCT", "103340004"): SHORT_AXIS,
-    ("SRT", "G-A186"): SHORT_AXIS,
-    ("SCT", "410668003"): LENGTH,
-    ("SRT", "G-D7FE"): LENGTH,
-    ("SCT", "81827009"): DIAMETER,
-    ("SRT", "G-A22A"): DIAMETER,
-}
+# The planar length concepts read (SNOMED CT and the legacy SNOMED-RT codes that older viewers still
+# write) are the ones AIM calculations are coded with: one table, in the dependency-free AIM model.
+# Re-exported (``as``) under the names the SR reader imports from here.
+from lesionkg.loaders.aim_model import DIAMETER as DIAMETER
+from lesionkg.loaders.aim_model import LENGTH as LENGTH
+from lesionkg.loaders.aim_model import LENGTH_CODES as LENGTH_CONCEPTS
+from lesionkg.loaders.aim_model import LONG_AXIS as LONG_AXIS
+from lesionkg.loaders.aim_model import SHORT_AXIS as SHORT_AXIS
 
 #: UCUM length units and their size in mm
 UNIT_MM: dict[str, float] = {"mm": 1.0, "cm": 10.0, "um": 1e-3, "m": 1e3}
