@@ -26,6 +26,8 @@ TRAIN_CSV = DEEPLESION / "dl_info" / "DL_info_train_partial.csv"
 DICOM = REPO.parent / "shared" / "data" / "dicom"
 DATABASE = "neo4j"
 MISSING_HINT = "(the tests read ../shared/data/deeplesion beside the checkout, in place)"
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
 #: the fixtures that start or use the real Neo4j; a test needing any of them, directly or through
 #: other fixtures, is marked ``neo4j`` (so ``-m "not neo4j"`` never starts the server)
 NEO4J_FIXTURES = frozenset({"neo4j_instance", "settings", "driver"})
@@ -175,3 +177,41 @@ def val_graph(driver, val_csv):
 def cli_args(settings) -> list[str]:
     """Global CLI options pointing ``lesionkg`` at the test server."""
     return ["--uri", settings.uri, "--user", settings.username, "--password", settings.password]
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> Path:
+    """Where tests leave screenshots: ``$LESIONKG_TEST_ARTIFACTS``, else pytest's temporary folder
+    of the session."""
+    named = os.environ.get("LESIONKG_TEST_ARTIFACTS")
+    folder = Path(named) if named else tmp_path_factory.mktemp("artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def headless_chromium(profile: Path):  # -> selenium.webdriver.Chrome (imported on use)
+    """Debian's headless Chromium through its chromedriver, with a fresh profile in ``profile``:
+    no first-run pages, no background traffic, a 1400 x 1000 window. A missing binary fails the
+    test with the package to install (a browser test never skips)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    for binary in (CHROMIUM, CHROMEDRIVER):
+        if not Path(binary).exists():
+            pytest.fail(f"{binary} is missing: apt-get install chromium chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1000",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)

@@ -5,7 +5,7 @@ classpath, the HTTP connector on 127.0.0.1). The guide is played from a small HT
 in for the lesion explorer: the same route (``/guide/lesionkg.html``), content type and CORS
 headers that ``lesionkg serve`` must give it.
 
-Screenshots go to ``$LESIONKG_TEST_ARTIFACTS`` (default ``build/test-artifacts``).
+Screenshots go to ``$LESIONKG_TEST_ARTIFACTS`` (default: pytest's temporary folder).
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from conftest import headless_chromium
 
 from lesionkg.db import server
 
 REPO = Path(__file__).resolve().parents[3]
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 GUIDE_ROUTE = "/guide/lesionkg.html"
 WAIT_S = 90
 
@@ -36,37 +35,9 @@ PATIENT_GRAPH = (
 
 
 @pytest.fixture(scope="module")
-def artifacts() -> Path:
-    out = Path(os.environ.get("LESIONKG_TEST_ARTIFACTS") or REPO / "build" / "test-artifacts")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-@pytest.fixture(scope="module")
 def chrome(tmp_path_factory) -> Iterator:
     """Headless Chromium (Debian's chromium and chromedriver) with a fresh profile."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    for binary in (CHROMIUM, CHROMEDRIVER):
-        if not Path(binary).exists():
-            pytest.fail(f"{binary} is missing: apt-get install chromium chromium-driver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-        "--window-size=1400,1000",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chromium(tmp_path_factory.mktemp("chromium-profile"))
     yield driver
     driver.quit()
 

@@ -1,8 +1,9 @@
 """Fixtures of the explorer tests: the knowledge base they read, a live explorer (uvicorn in a
 thread) and a real headless Chromium driven by Selenium.
 
-Screenshots go to ``$LESIONKG_ARTIFACTS/web`` (default: the session's temporary folder); the
-three main pages' screenshots are also copied to ``docs/images/`` for the README.
+Screenshots go to ``$LESIONKG_TEST_ARTIFACTS`` (default: the session's temporary folder); with
+LESIONKG_UPDATE_DOCS_IMAGES=1 the three main pages' screenshots are also copied to
+``docs/images/`` for the README.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from conftest import DATABASE, REPO, GraphState
+from conftest import DATABASE, REPO, GraphState, headless_chromium
 
 from lesionkg.db.schema import apply_schema, reset
 from lesionkg.etl.bulk import load_deeplesion
@@ -27,8 +28,6 @@ from lesionkg.synthetic.cohort import write_synthetic_dl_info
 from lesionkg.web.app import create_app
 from lesionkg.web.state import ExplorerConfig
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 DOCS_IMAGES = REPO / "docs" / "images"
 
 # The knowledge base: the real validation split with the 23 real key slices, plus a small
@@ -138,34 +137,8 @@ def live_explorer(explorer_config) -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="session")
-def artifacts(tmp_path_factory) -> Path:
-    named = os.environ.get("LESIONKG_ARTIFACTS")
-    folder = Path(named) / "web" if named else tmp_path_factory.mktemp("web_artifacts")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-@pytest.fixture(scope="session")
 def browser(tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
-    ):
-        options.add_argument(arg)
-    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    drv = headless_chromium(tmp_path_factory.mktemp("chromium"))
     drv.set_page_load_timeout(60)
     yield drv
     drv.quit()
