@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 
 from lesionkg.core.errors import Problem
+from lesionkg.core.limits import AXES_RELATIVE_TOLERANCE, EDGE_ROUNDING_PX
 from lesionkg.core.records import Bookmark, ImageRef
 from lesionkg.loaders.aim_model import (
     DIAMETER,
@@ -34,10 +35,6 @@ from lesionkg.loaders.ct import CTImage, not_among_inputs
 #: spacing): integer pixel coordinates alone make up to about 1.4 px of difference
 SPACING_TOLERANCE_RELATIVE = 0.05
 SPACING_TOLERANCE_PX = 2.0
-# Long >= short is checked with a relative tolerance, for values written with few digits.
-_AXES_TOLERANCE = 1e-6
-# Coordinates may sit on the far edge of the last pixel; allow float rounding beyond it.
-_EDGE_PX = 1e-3
 #: DeepLesion coarse types implied by a site's code meaning (RadLex, SNOMED: lower case)
 _SITE_COARSE_TYPE: dict[str, int] = {
     "bone": 1,
@@ -154,7 +151,7 @@ class BookmarkBuilder:
         short_mm = None
         if short_calc is not None:
             short_mm, _ = self._mm(short_calc, scales[id(short_calc)], short_ends, image)
-            if short_mm > long_mm * (1.0 + _AXES_TOLERANCE):
+            if short_mm > long_mm * (1.0 + AXES_RELATIVE_TOLERANCE):
                 raise AnnotationSkipped(
                     short_calc.element,
                     f"the short axis ({short_mm:.4g} mm) is longer than "
@@ -297,9 +294,9 @@ class BookmarkBuilder:
             if shape is None or ends is None:
                 continue
             x1, y1, x2, y2 = ends
-            inside = all(-_EDGE_PX <= x <= image.columns + _EDGE_PX for x in (x1, x2)) and all(
-                -_EDGE_PX <= y <= image.rows + _EDGE_PX for y in (y1, y2)
-            )
+            inside = all(
+                -EDGE_ROUNDING_PX <= x <= image.columns + EDGE_ROUNDING_PX for x in (x1, x2)
+            ) and all(-EDGE_ROUNDING_PX <= y <= image.rows + EDGE_ROUNDING_PX for y in (y1, y2))
             if not inside:
                 raise AnnotationSkipped(
                     shape.element,

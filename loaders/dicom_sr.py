@@ -67,7 +67,9 @@ from pydicom.dataset import Dataset
 
 from lesionkg.core.errors import InvalidInputError, Problem
 from lesionkg.core.limits import (
+    AXES_RELATIVE_TOLERANCE,
     DEFAULT_LIMITS,
+    EDGE_ROUNDING_PX,
     LENGTH_NOT_POSITIVE,
     OUTSIDE_IMAGE,
     InputLimits,
@@ -75,9 +77,7 @@ from lesionkg.core.limits import (
 from lesionkg.core.records import Bookmark, ImageRef
 from lesionkg.loaders.ct import CTImage, not_among_inputs
 from lesionkg.loaders.sr_content import (
-    AXES_TOLERANCE,
     DIAMETER,
-    EDGE_PX,
     LENGTH,
     LENGTH_CONCEPTS,
     LONG_AXIS,
@@ -249,7 +249,7 @@ class _ReportReader:
         image = self._image(image_ref, long_axis, short_axis)
         long_mm = self._mm(long_axis, image)
         short_mm = self._mm(short_axis, image) if short_axis is not None else None
-        if short_mm is not None and short_mm > long_mm * (1.0 + AXES_TOLERANCE):
+        if short_mm is not None and short_mm > long_mm * (1.0 + AXES_RELATIVE_TOLERANCE):
             raise SkipGroup(
                 f"the short axis ({short_mm:.4g} mm) is longer than the long axis "
                 f"({long_mm:.4g} mm); expected long >= short",
@@ -413,8 +413,10 @@ class _ReportReader:
             if a.endpoints is None:
                 continue
             x1, y1, x2, y2 = a.endpoints
-            xs_ok = all(-EDGE_PX <= x <= image.columns + EDGE_PX for x in (x1, x2))
-            ys_ok = all(-EDGE_PX <= y <= image.rows + EDGE_PX for y in (y1, y2))
+            xs_ok = all(
+                -EDGE_ROUNDING_PX <= x <= image.columns + EDGE_ROUNDING_PX for x in (x1, x2)
+            )
+            ys_ok = all(-EDGE_ROUNDING_PX <= y <= image.rows + EDGE_ROUNDING_PX for y in (y1, y2))
             if not (xs_ok and ys_ok):
                 raise SkipGroup(
                     f"graphic {a.endpoints} lies outside the referenced image ({image.columns} "

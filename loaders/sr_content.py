@@ -69,10 +69,6 @@ REPORT = ("DCM", "126000")
 _IMAGING_MEASUREMENTS = ("DCM", "126010")
 _MEASUREMENT_GROUP = ("DCM", "125007")
 OUTCOME = "no bookmark was read from it"
-# Coordinates may sit on the far edge of the last pixel; allow float rounding beyond it.
-EDGE_PX = 1e-3
-# Long >= short is checked with a relative tolerance, for values written with few digits.
-AXES_TOLERANCE = 1e-6
 
 
 class SkipGroup(Exception):

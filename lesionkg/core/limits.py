@@ -67,6 +67,12 @@ RULES: tuple[str, ...] = (
 
 #: the largest value Neo4j and NumPy store as a 64-bit signed integer
 INT64_MAX = (1 << 63) - 1
+#: how far past the far edge of the last pixel a reader's coordinates may sit (float rounding of
+#: a point on the edge), for the DICOM SR and AIM checks against the referenced image
+EDGE_ROUNDING_PX = 1e-3
+#: long axis >= short axis is checked with this relative tolerance, for values written with few
+#: digits (SR and AIM)
+AXES_RELATIVE_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
