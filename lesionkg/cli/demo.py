@@ -7,19 +7,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from lesionkg.cli.options import with_driver
+from lesionkg.cli.options import data_option, images_option, with_driver
 
 if TYPE_CHECKING:
     from lesionkg.db.driver import Driver
 
 
 @click.command(name="demo")
-@click.option(
-    "--data",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    default=None,
-    help="A DL_info.csv to use instead of the generated synthetic cohort.",
-)
+@data_option("A DL_info.csv to use instead of the generated synthetic cohort.")
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
@@ -27,17 +22,12 @@ if TYPE_CHECKING:
     show_default=True,
     help="Folder for the generated synthetic data.",
 )
-@click.option(
-    "--images",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    default=None,
-    help="Key-slice PNGs of --data (then a model is trained on them).",
-)
+@images_option("Key-slice PNGs of --data (then a model is trained on them).")
 @click.option("--patients", type=click.IntRange(1), default=60, show_default=True)
 @click.option("--no-train", is_flag=True, help="Load only: no model training, no embeddings.")
 @with_driver
 def demo(
-    data: Path | None,
+    csv_path: Path | None,
     out: Path,
     images: Path | None,
     patients: int,
@@ -53,7 +43,7 @@ def demo(
         driver,
         database,
         out_dir=out,
-        data=data,
+        data=csv_path,
         images=images,
         patients=patients,
         train=not no_train,

@@ -12,6 +12,7 @@ from lesionkg.cli.options import (
     QUIET,
     connected,
     device_option,
+    model_dir_option,
     neighbours_option,
 )
 from lesionkg.cli.output import emit, show_progress
@@ -68,13 +69,7 @@ from lesionkg.core.limits import InputLimits
     is_flag=True,
     help="Import measurements whose image is not found, without image-derived fields.",
 )
-@click.option(
-    "--model",
-    "model_dir",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    default=None,
-    help="A trained triplet network: embed new lesions.",
-)
+@model_dir_option("A trained triplet network: embed new lesions.")
 @click.option(
     "--ssbr",
     "ssbr_dir",

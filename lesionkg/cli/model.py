@@ -7,7 +7,23 @@ from typing import TYPE_CHECKING
 
 import click
 
-from lesionkg.cli.options import DEVICE, FORMAT, QUIET, parse_floats, parse_window, with_driver
+from lesionkg.cli.options import (
+    DEVICE,
+    FORMAT,
+    MODEL_OUT,
+    QUIET,
+    SEED,
+    WINDOW,
+    backbone_options,
+    checkpoint_every_option,
+    data_option,
+    images_option,
+    lr_option,
+    model_dir_option,
+    parse_floats,
+    steps_option,
+    with_driver,
+)
 from lesionkg.cli.output import emit
 
 if TYPE_CHECKING:
@@ -15,24 +31,11 @@ if TYPE_CHECKING:
 
 
 @click.command(name="train")
-@click.option(
-    "--data",
-    "csv_path",
-    required=True,
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="DL_info.csv with the lesions to train on.",
-)
-@click.option(
-    "--images",
-    required=True,
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    help="Folder with Images_png/{volume}/{slice}.png or flat File_name PNGs.",
-)
-@click.option(
-    "--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Model folder."
-)
-@click.option("--steps", type=click.IntRange(1), default=300, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@data_option("DL_info.csv with the lesions to train on.", required=True)
+@images_option("Folder with Images_png/{volume}/{slice}.png or flat File_name PNGs.", required=True)
+@MODEL_OUT
+@steps_option(1, 300)
+@SEED
 @click.option(
     "--sequences",
     type=click.IntRange(1),
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
     show_default=True,
     help="Five-lesion sequences per mini-batch.",
 )
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.002, show_default=True)
+@lr_option(0.002)
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
 @click.option("--margin", type=click.FloatRange(min=0), default=0.1, show_default=True)
 @click.option(
@@ -71,23 +74,15 @@ if TYPE_CHECKING:
     help="What the network pools in the crops after the first: the whole crop (the lesion's "
     "surroundings) or the lesion box. The first crop always pools the lesion box.",
 )
-@click.option("--window", default="-1024,1024", show_default=True, help="HU window min,max.")
-@click.option(
-    "--backbone", type=click.Choice(["vgg16_bn", "vgg16"]), default="vgg16_bn", show_default=True
-)
-@click.option(
-    "--backbone-weights",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    default=None,
-    help="torchvision VGG-16 weights file [default: random start].",
-)
+@WINDOW
+@backbone_options
 @click.option(
     "--splits",
     default="train,val",
     show_default=True,
     help="Splits of the CSV to train on (the rest stays held out).",
 )
-@click.option("--checkpoint-every", type=click.IntRange(1), default=50, show_default=True)
+@checkpoint_every_option(50)
 @DEVICE
 @FORMAT
 @QUIET
@@ -105,7 +100,7 @@ def train_cmd(
     crop_size: int,
     crop_spacings: str,
     context_pooling: str,
-    window: str,
+    window: tuple[float, float],
     backbone: str,
     backbone_weights: Path | None,
     splits: str,
@@ -120,7 +115,6 @@ def train_cmd(
     from lesionkg.model.transforms import CropSpec, InputConfig, Window
 
     spacings = parse_floats(crop_spacings, None, "--crop-spacings")
-    low, high = parse_window(window)
     config = TrainConfig(
         seed=seed,
         steps=steps,
@@ -136,7 +130,7 @@ def train_cmd(
                 CropSpec(crop_size, mm, "box" if i == 0 else context_pooling)
                 for i, mm in enumerate(spacings)
             ),
-            Window(low, high),
+            Window(*window),
         ),
     )
     result = train_from_csv(
@@ -153,19 +147,8 @@ def train_cmd(
 
 
 @click.command(name="embed")
-@click.option(
-    "--model",
-    "model_dir",
-    required=True,
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    help="Model folder written by 'lesionkg train'.",
-)
-@click.option(
-    "--images",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    default=None,
-    help="Where to find key slices of lesions loaded without --images.",
-)
+@model_dir_option("Model folder written by 'lesionkg train'.", required=True)
+@images_option("Where to find key slices of lesions loaded without --images.")
 @click.option(
     "--matrix",
     type=click.Path(path_type=Path, dir_okay=False),

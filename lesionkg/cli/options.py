@@ -118,6 +118,91 @@ def device_option(default: str) -> Callable[[F], F]:
 DEVICE = device_option("auto")
 
 
+# The files and folders the model commands take: the same name, type and checks in every command,
+# the help in each saying what that command does with it.
+def data_option(help: str, *, required: bool = False) -> Callable[[F], F]:
+    """``--data FILE``: a DL_info.csv that exists, as ``csv_path``."""
+    return click.option(
+        "--data",
+        "csv_path",
+        required=required,
+        type=click.Path(path_type=Path, dir_okay=False, exists=True),
+        default=None,
+        help=help,
+    )
+
+
+def images_option(help: str, *, required: bool = False) -> Callable[[F], F]:
+    """``--images DIRECTORY``: a folder of key-slice PNGs that exists."""
+    return click.option(
+        "--images",
+        required=required,
+        type=click.Path(path_type=Path, file_okay=False, exists=True),
+        default=None,
+        help=help,
+    )
+
+
+def model_dir_option(help: str, *, required: bool = False) -> Callable[[F], F]:
+    """``--model DIRECTORY``: a model folder that exists, as ``model_dir``."""
+    return click.option(
+        "--model",
+        "model_dir",
+        required=required,
+        type=click.Path(path_type=Path, file_okay=False, exists=True),
+        default=None,
+        help=help,
+    )
+
+
+# What the training commands share; steps, learning rate and checkpoints differ by network.
+MODEL_OUT = click.option(
+    "--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Model folder."
+)
+SEED = click.option("--seed", type=int, default=0, show_default=True)
+
+
+def steps_option(minimum: int, default: int) -> Callable[[F], F]:
+    """``--steps``: training steps, at least ``minimum``."""
+    return click.option("--steps", type=click.IntRange(minimum), default=default, show_default=True)
+
+
+def lr_option(default: float) -> Callable[[F], F]:
+    """``--lr``: the learning rate, above 0."""
+    return click.option(
+        "--lr", type=click.FloatRange(min=0, min_open=True), default=default, show_default=True
+    )
+
+
+def checkpoint_every_option(default: int) -> Callable[[F], F]:
+    """``--checkpoint-every``: steps between checkpoints."""
+    return click.option(
+        "--checkpoint-every", type=click.IntRange(1), default=default, show_default=True
+    )
+
+
+def backbone_options(command: F) -> F:
+    """``--backbone``, ``--backbone-weights``: the VGG-16 a network is built on and its start."""
+    for option in reversed(
+        (
+            click.option(
+                "--backbone",
+                type=click.Choice(["vgg16_bn", "vgg16"]),
+                default="vgg16_bn",
+                show_default=True,
+            ),
+            click.option(
+                "--backbone-weights",
+                type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                default=None,
+                help="torchvision VGG-16 weights file for --backbone [default: random start].",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
 def _parse_limits(
     ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 ) -> InputLimits:
@@ -168,9 +253,18 @@ def parse_floats(text: str, n: int | None, option: str) -> tuple[float, ...]:
     return values
 
 
-def parse_window(text: str) -> tuple[float, float]:
-    """``--window min,max`` in HU, min below max."""
+def _parse_window(ctx: click.Context, param: click.Parameter, text: str) -> tuple[float, float]:
+    """``--window min,max`` in HU, min below max; else a usage error before the command runs."""
     low, high = parse_floats(text, 2, "--window")
     if low >= high:
         raise click.BadParameter("min must be below max", param_hint="--window")
     return low, high
+
+
+WINDOW = click.option(
+    "--window",
+    default="-1024,1024",
+    show_default=True,
+    callback=_parse_window,
+    help="HU window min,max.",
+)

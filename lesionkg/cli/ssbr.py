@@ -6,7 +6,21 @@ from pathlib import Path
 
 import click
 
-from lesionkg.cli.options import DEVICE, FORMAT, QUIET, Group, device_option, parse_window
+from lesionkg.cli.options import (
+    DEVICE,
+    FORMAT,
+    MODEL_OUT,
+    QUIET,
+    SEED,
+    WINDOW,
+    Group,
+    backbone_options,
+    checkpoint_every_option,
+    device_option,
+    lr_option,
+    model_dir_option,
+    steps_option,
+)
 from lesionkg.cli.output import emit, emit_each
 
 
@@ -23,11 +37,9 @@ def ssbr_group() -> None:
     help="Folder of volume folders {volume}/{slice:03d}.png (16-bit, HU + 32768), or the folder "
     "holding Images_png/.",
 )
-@click.option(
-    "--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Model folder."
-)
-@click.option("--steps", type=click.IntRange(0), default=2000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@MODEL_OUT
+@steps_option(0, 2000)
+@SEED
 @click.option(
     "--size", type=click.IntRange(16), default=64, show_default=True, help="Input side in pixels."
 )
@@ -38,18 +50,10 @@ def ssbr_group() -> None:
     show_default=True,
     help="Groups of 8 equidistant slices per step.",
 )
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True)
-@click.option("--window", default="-1024,1024", show_default=True, help="HU window min,max.")
-@click.option(
-    "--backbone", type=click.Choice(["vgg16_bn", "vgg16"]), default="vgg16_bn", show_default=True
-)
-@click.option(
-    "--backbone-weights",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    default=None,
-    help="torchvision VGG-16 weights file for --backbone [default: random start].",
-)
-@click.option("--checkpoint-every", type=click.IntRange(1), default=250, show_default=True)
+@lr_option(0.01)
+@WINDOW
+@backbone_options
+@checkpoint_every_option(250)
 @DEVICE
 @FORMAT
 @QUIET
@@ -61,7 +65,7 @@ def ssbr_train_cmd(
     size: int,
     groups_per_batch: int,
     lr: float,
-    window: str,
+    window: tuple[float, float],
     backbone: str,
     backbone_weights: Path | None,
     checkpoint_every: int,
@@ -74,7 +78,7 @@ def ssbr_train_cmd(
 
     config = SSBRConfig(
         size=size,
-        window=parse_window(window),
+        window=window,
         backbone=backbone,
         steps=steps,
         groups_per_batch=groups_per_batch,
@@ -90,13 +94,7 @@ def ssbr_train_cmd(
 
 
 @ssbr_group.command(name="predict")
-@click.option(
-    "--model",
-    "model_dir",
-    required=True,
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    help="Model folder written by 'lesionkg ssbr train'.",
-)
+@model_dir_option("Model folder written by 'lesionkg ssbr train'.", required=True)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @device_option("cpu")
 @FORMAT

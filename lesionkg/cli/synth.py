@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lesionkg.cli.options import Group
+from lesionkg.cli.options import SEED, Group
 
 
 @click.group(name="synth", cls=Group)
@@ -17,7 +17,7 @@ def synth_group() -> None:
 @synth_group.command(name="deeplesion")
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--patients", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@SEED
 @click.option(
     "--first-patient",
     type=click.IntRange(1),

@@ -57,3 +57,14 @@ def test_train_embed_and_link_triplet(empty_graph, synthetic_images, cli_args, t
     edges = json.loads(linked.stdout)
     assert edges["space"] == "triplet" and edges["dim"] == 1408 and edges["other_patients"]
     assert edges["edges"] == 3 * lesions
+
+
+def test_train_refuses_a_bad_window_before_it_starts(tmp_path):
+    data = tmp_path / "DL_info.csv"
+    data.write_text("File_name\n")
+    out = tmp_path / "model"
+    train = ["train", "--data", str(data), "--images", str(tmp_path), "--out", str(out)]
+    for window, message in [("100,-100", "min must be below max"), ("1,x", "comma-separated")]:
+        bad = CliRunner().invoke(main, [*train, "--window", window])
+        assert bad.exit_code == 2 and message in bad.output and "--window" in bad.output
+    assert not out.exists()

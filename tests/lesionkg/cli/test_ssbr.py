@@ -48,3 +48,11 @@ def test_train_then_predict(volumes, tmp_path):
     assert [line.split("\t") for line in lines] == [
         [r["path"], f"{r['score']:.6f}", f"{r['z']:.4f}"] for r in rows
     ]
+
+
+def test_train_refuses_a_bad_window_before_it_starts(tmp_path):
+    out = tmp_path / "model"
+    train = ["ssbr", "train", "--volumes", str(tmp_path), "--out", str(out)]
+    bad = CliRunner().invoke(main, [*train, "--window", "100,-100"])
+    assert bad.exit_code == 2 and "Invalid value for --window: min must be below max" in bad.output
+    assert not out.exists()
