@@ -4,12 +4,17 @@ ETL, the model and the graph operations."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lesionkg.core.errors import ModelError
 from lesionkg.db.driver import Driver, run_statement
 from lesionkg.etl.bulk import load_deeplesion
+
+if TYPE_CHECKING:
+    from lesionkg.db.queries import QueryResult
 
 #: Demo patients are numbered from here so they never collide with real DeepLesion patient ids
 #: (DeepLesion has 4,427 patients, numbered from 1).
@@ -280,6 +285,7 @@ def build_demo(
     )
     if synthetic:
         lines += _etl_lines(driver, database, out, seed, trained_model, progress)
+    queries.append(_size_query(run_named(driver, database, "type_distribution", {})))
     first = run_named(driver, database, "largest_lesions_per_patient", {"limit": "1"})
     if first.rows:
         patient = str(first.rows[0][0])
@@ -317,9 +323,22 @@ DEMO_QUERIES: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("Lesions per coarse type", "type_distribution", {}),
     ("Studies with the most lesions", "studies_with_most_lesions", {"limit": "5"}),
     ("Largest lesion of each patient", "largest_lesions_per_patient", {"limit": "5"}),
-    (
-        "Liver lesions of 30 mm or more",
-        "lesions_by_type_and_size",
-        {"coarse_type": "4", "min_mm": "30", "limit": "5"},
-    ),
 )
+
+
+def _size_query(types: QueryResult) -> tuple[str, str, dict[str, str]]:
+    """The size query for the graph at hand: the most frequent labelled type from ``longer than
+    its median`` (a fixed "liver, 30 mm" shows nothing on a small SYNTHETIC cohort); liver and 30
+    mm when nothing is labelled."""
+    labelled = [r for r in types.as_dicts() if r.get("code") is not None]
+    if not labelled:
+        return "Liver lesions of 30 mm or more", "lesions_by_type_and_size", _SIZE_PARAMS
+    top = max(labelled, key=lambda r: (r["lesions"], -r["code"]))
+    median = top.get("median_long_axis_mm")
+    min_mm = math.floor(float(median)) if median is not None else 0
+    params = {"coarse_type": str(top["code"]), "min_mm": str(min_mm), "limit": "5"}
+    title = f"{str(top['name']).capitalize()} lesions of {min_mm} mm or more"
+    return title, "lesions_by_type_and_size", params
+
+
+_SIZE_PARAMS = {"coarse_type": "4", "min_mm": "30", "limit": "5"}
