@@ -310,8 +310,14 @@ def _prepare_pacs(
                     stacks[bookmark.image] = exc
             found = stacks[bookmark.image]
             if isinstance(found, InvalidInputError | ModelError):
+                # The image's own problems (file: reason), not the whole error's summary line.
+                reason = (
+                    "; ".join(str(p) for p in found.problems)
+                    if isinstance(found, InvalidInputError)
+                    else str(found)
+                )
                 prepared.skipped.append(
-                    Problem(bookmark.source, bookmark.source_index, "image", str(found))
+                    Problem(bookmark.source, bookmark.source_index, "image", reason)
                 )
                 continue
             stack = found

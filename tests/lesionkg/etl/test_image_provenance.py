@@ -13,8 +13,13 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from lesionkg.config.secret import load_or_create_secret
 from lesionkg.core.provenance import XY_ONLY, ImageStatus, contradiction, without_image
+from lesionkg.core.pseudonym import Pseudonymizer
+from lesionkg.etl.imaging import Models
 from lesionkg.etl.importer import EtlOptions, run_etl
+from lesionkg.etl.preparation import PreparedFile, prepare_file
+from lesionkg.loaders.ct import index_ct_images
 from lesionkg.synthetic.dicom import (
     LONG_AXIS,
     MM,
@@ -125,3 +130,33 @@ def test_each_fate_of_an_image_is_stated_and_never_contradicted(
         "none: image missing": 1,
         "none: image unusable": 1,
     }
+
+
+def test_an_image_changed_after_indexing_is_skipped_with_its_own_reason(tmp_path: Path) -> None:
+    # The CT slice is replaced by another instance between indexing and reading its pixels: the
+    # bookmark is skipped under "image" with the file and the reason, not a summary of an error.
+    out = tmp_path / "export"
+    out.mkdir()
+    ct = write_synthetic_ct(
+        out / "ct.dcm", study_uid=generate_uid(), study_date="20240301", study_time="1015"
+    )
+    line = measurement(LONG_AXIS, 17.5, MM, ct, [[20.0, 30.0], [45.0, 30.0]])
+    write_report(out / "line.dcm", ct, [group([line], generate_uid())])
+    index = index_ct_images([out / "ct.dcm"])
+    write_synthetic_ct(
+        out / "ct.dcm", study_uid=ct.StudyInstanceUID, study_date="20240301", study_time="1015"
+    )
+    options = EtlOptions(
+        secret_path=tmp_path / "pseudonym.key",
+        index_dir=tmp_path / "index",
+        image_store=tmp_path / "images",
+    )
+    pseudonymizer = Pseudonymizer(load_or_create_secret(options.secret_path))
+    prepared = prepare_file(out / "line.dcm", index, pseudonymizer, Models(options), options)
+    assert isinstance(prepared, PreparedFile) and prepared.lesions == []
+    (problem,) = prepared.skipped
+    assert (problem.column, problem.reason) == (
+        "image",
+        f"{out / 'ct.dcm'}: the file no longer holds the indexed SOP Instance UID (changed on "
+        "disk)",
+    )
