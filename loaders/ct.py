@@ -420,6 +420,10 @@ def read_ct_header(
     return _read_header(Path(path), limits if limits is not None else DEFAULT_LIMITS)[0]
 
 
+#: modalities whose objects are images (the rest, SEG, SR, PR, RTSTRUCT..., are other objects)
+_IMAGE_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "US", "XA", "CR", "DX", "MG", "OT"})
+
+
 def dicom_object_kind(sop_class_uid: str, modality: str) -> str:
     """What a DICOM object is, in a report's words: "MR image", "SEG object", "CT image"."""
     modality = modality.strip().upper()
@@ -427,10 +431,6 @@ def dicom_object_kind(sop_class_uid: str, modality: str) -> str:
         return "CT image"
     noun = "image" if modality in _IMAGE_MODALITIES else "object"
     return f"{modality or 'DICOM'} {noun}"
-
-
-#: modalities whose objects are images (the rest, SEG, SR, PR, RTSTRUCT..., are other objects)
-_IMAGE_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "US", "XA", "CR", "DX", "MG", "OT"})
 
 
 def _found_instead(file: Path, ds: Dataset, reason: str) -> tuple[str, str] | None:
