@@ -14,7 +14,7 @@ running it again changes nothing.
 Earlier imports wrote ``location_source = 'none: no image'`` also for a lesion whose image was
 found but whose measurement had no coordinates on it (an ellipse, a bare NUM):
 :func:`fix_location_sources` rewrites exactly those to the source they have now
-(:mod:`lesionkg.core.provenance`).
+(:mod:`lesionkg.core.provenance`), once per graph (``PseudonymKey.location_sources_fixed``).
 """
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ def migrate_study_dates(driver: Driver, database: str, pseudonymizer: Pseudonymi
 
 def fix_location_sources(driver: Driver, database: str) -> int:
     """Give the lesions whose image was found but whose location source says "no image" the
-    source they would get now; how many changed (0 once done: it matches nothing then)."""
+    source they would get now; how many changed. Once per graph: the graph's key node is marked,
+    and later calls change nothing and read no lesion (call after :func:`migrate_study_dates`,
+    which makes that node)."""
 
     def work(tx: Tx) -> int:
         rows = run_in(

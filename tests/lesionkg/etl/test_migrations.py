@@ -204,5 +204,10 @@ def test_an_import_fixes_location_sources_that_contradict_the_image_status(
         "L-missing": ("missing", LEGACY_NO_IMAGE),
     }
     assert all(contradiction(*pair) is None for pair in after.values())
-    # Done once: nothing left to fix.
+    # Done once, marked on the graph's key node: later imports do not scan the lesions again.
+    records, _, _ = empty_graph.execute_query(
+        "MATCH (k:PseudonymKey {scope: 'graph'}) RETURN k.location_sources_fixed AS fixed",
+        database_=DATABASE,
+    )
+    assert [r["fixed"] for r in records] == [True]
     assert fix_location_sources(empty_graph, DATABASE) == 0
