@@ -106,18 +106,17 @@ def _refused_image(reason: str) -> ImageCheck:
 
 
 def _dicom_check(path: Path, limits: InputLimits) -> ImageCheck:
-    """The pixel limit and the size of a DICOM key slice, from its header only; a DICOM file that
-    is not a usable CT image (an MR image, a SEG, a header without pixel spacing) is refused with
+    """The size of a DICOM key slice, from its header only; a DICOM file that is not a usable CT
+    image (an MR image, a SEG, a header without pixel spacing, too many pixels) is refused with
     its reason here, not found unusable after the lines before it were imported."""
+    header = read_ct_header(path, limits)
+    if not isinstance(header, str):
+        return ImageCheck(None, (header.columns, header.rows))
+    # Refused: read the header once more only to give a pixel limit its rule as a field.
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        refusal = dicom_pixels_refusal(ds, limits)
-        size = (int(ds.Columns), int(ds.Rows))
-    except Exception:  # pydicom raises many types; read_ct_header names the problem below
-        refusal, size = None, None
+        refusal = dicom_pixels_refusal(pydicom.dcmread(path, stop_before_pixels=True), limits)
+    except Exception:  # pydicom raises many types; read_ct_header's reason names the problem
+        refusal = None
     if refusal is not None:
         return ImageCheck(Refusal(f"image {path}: {refusal.reason}", refusal.rule))
-    header = read_ct_header(path, limits)
-    if isinstance(header, str):
-        return _refused_image(f"image {path} is not a usable CT image: {header}")
-    return ImageCheck(None, size)
+    return _refused_image(f"image {path} is not a usable CT image: {header}")
